@@ -1,0 +1,134 @@
+"""Training and evaluation loops shared by every method: they only call model, criterion and postprocessors."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from util.dist import all_gather_object, get_rank, get_world_size, is_main_process, reduce_dict
+from util.misc import targets_to
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the loss becomes NaN/inf; the message names the iteration and the loss terms."""
+
+
+class SmoothedMeters:
+    """Running averages of scalar metrics (global over the epoch)."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self.count: dict[str, int] = defaultdict(int)
+
+    def update(self, **values: float) -> None:
+        for k, v in values.items():
+            self.total[k] += float(v)
+            self.count[k] += 1
+
+    def averages(self) -> dict[str, float]:
+        return {k: self.total[k] / max(self.count[k], 1) for k in self.total}
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                    device: torch.device, epoch: int, max_norm: float = 0.0, print_freq: int = 10,
+                    on_step: Optional[Callable[[int, dict[str, float]], None]] = None) -> dict[str, float]:
+    """One pass over data_loader; returns the epoch averages of the weighted loss, each term, lr and grad norm."""
+    model.train()
+    criterion.train()
+    meters = SmoothedMeters()
+    weight_dict = criterion.weight_dict
+    total = len(data_loader) if hasattr(data_loader, "__len__") else None
+    progress = tqdm(data_loader, total=total, desc=f"epoch {epoch}", disable=not is_main_process(),
+                    dynamic_ncols=True, leave=False)
+    for it, (samples, targets) in enumerate(progress):
+        samples = samples.to(device)
+        captions = [t["caption"] for t in targets]
+        targets = targets_to(targets, device)
+        outputs = model(samples, captions, targets)
+        loss_dict = criterion(outputs, targets)
+        losses = sum(loss_dict[k] * weight_dict[k] for k in loss_dict if k in weight_dict)
+
+        logged = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        loss_value = float(sum(logged[k] * weight_dict[k] for k in logged if k in weight_dict))
+        if not math.isfinite(loss_value):
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(logged.items()))
+            raise NonFiniteLossError(f"epoch {epoch} iteration {it}: loss is {loss_value} ({terms})")
+
+        optimizer.zero_grad(set_to_none=True)
+        losses.backward()
+        params = [p for p in model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        optimizer.step()
+
+        stats = {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm)}
+        stats.update({k: float(v) for k, v in logged.items()})
+        meters.update(**stats)
+        if on_step is not None:
+            on_step(it, stats)
+        if it % print_freq == 0:
+            progress.set_postfix(loss=f"{loss_value:.3f}")
+    return meters.averages()
+
+
+def _frames_masks_j_f(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Mean J and F over the frames of one expression (DAVIS-2017 definitions)."""
+    from davis2017.metrics import db_eval_boundary, db_eval_iou
+
+    j = db_eval_iou(gt, pred)
+    f = db_eval_boundary(gt, pred)
+    return float(np.mean(j)), float(np.mean(f))
+
+
+@torch.no_grad()
+def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Module], dataset: Any,
+                               device: torch.device, clip_len: int = 0, max_items: int = 0,
+                               caption_for: Optional[Callable[[dict], Optional[str]]] = None,
+                               ) -> dict[str, Any]:
+    """Score every (video, expression) of a split with ground truth: J, F and J&F averaged over expressions.
+
+    The whole video is one clip unless ``clip_len`` > 0 (chunks bound memory). ``caption_for`` may replace
+    an item's caption (e.g. with another object's expression); items it maps to None are skipped. Work is
+    split across ranks without duplicates and gathered.
+    """
+    model.eval()
+    indices = list(range(len(dataset)))[: max_items or None]
+    mine = indices[get_rank()::get_world_size()]
+    records = []
+    for idx in tqdm(mine, desc="eval", disable=not is_main_process(), dynamic_ncols=True, leave=False):
+        item = dataset[idx]
+        if item["gt_masks"] is None:
+            raise ValueError(f"video {item['video_id']}: no ground-truth annotations to score against")
+        caption = item["caption"] if caption_for is None else caption_for(item)
+        if caption is None:
+            continue
+        probs = predict_video(model, postprocessors, item["frames"], caption, item["size"], item["orig_size"],
+                              device, clip_len)
+        pred = (probs > postprocessors["video"].threshold).cpu().numpy().astype(np.uint8)
+        j, f = _frames_masks_j_f(pred, (item["gt_masks"] > 0).astype(np.uint8))
+        records.append({"video_id": item["video_id"], "exp_id": item["exp_id"], "j": j, "f": f})
+    records = [r for part in all_gather_object(records) for r in part]
+    if not records:
+        return {"j": float("nan"), "f": float("nan"), "jf": float("nan"), "n": 0, "per_expression": []}
+    j = float(np.mean([r["j"] for r in records]))
+    f = float(np.mean([r["f"] for r in records]))
+    return {"j": j, "f": f, "jf": (j + f) / 2, "n": len(records), "per_expression": records}
+
+
+def predict_video(model: nn.Module, postprocessors: dict[str, nn.Module], frames: torch.Tensor, caption: str,
+                  size: tuple[int, int], orig_size: tuple[int, int], device: torch.device,
+                  clip_len: int = 0) -> torch.Tensor:
+    """Mask probabilities [T, H, W] of one expression over a whole video (query chosen per chunk)."""
+    chunks = frames.split(clip_len) if clip_len > 0 else (frames,)
+    out = []
+    for chunk in chunks:
+        outputs = model([chunk.to(device)], [caption], [{"size": torch.as_tensor(size)}])
+        out.append(postprocessors["video"](outputs, [tuple(size)], [tuple(orig_size)])[0]["probs"])
+    return torch.cat(out)

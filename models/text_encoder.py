@@ -1,0 +1,81 @@
+"""Text side: a transformers encoder (RoBERTa by default) plus the shared FeatureResizer."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from util.misc import NestedTensor
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureResizer(nn.Module):
+    """Linear projection of text features to the visual width, then LayerNorm (eps 1e-12) and dropout."""
+
+    def __init__(self, input_feat_size: int, output_feat_size: int, dropout: float, do_ln: bool = True):
+        super().__init__()
+        self.do_ln = do_ln
+        self.fc = nn.Linear(input_feat_size, output_feat_size, bias=True)
+        self.layer_norm = nn.LayerNorm(output_feat_size, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, encoder_features: Tensor) -> Tensor:
+        x = self.fc(encoder_features)
+        if self.do_ln:
+            x = self.layer_norm(x)
+        return self.dropout(x)
+
+
+@dataclass
+class TextFeatures:
+    """Encoded captions: word features (NestedTensor [B, L, C], mask True = pad) and sentence feature [B, C]."""
+
+    words: NestedTensor
+    sentence: Tensor
+
+
+def load_text_encoder(name_or_path: str) -> tuple[Any, nn.Module]:
+    """Tokenizer and encoder from a hub name (e.g. roberta-base) or a local directory."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        encoder = AutoModel.from_pretrained(name_or_path, add_pooling_layer=True)
+    except OSError as err:
+        raise OSError(
+            f"--text_encoder_type {name_or_path!r}: could not load a tokenizer and model ({err}). Give a "
+            "hub name that is reachable or cached, or a local directory written by save_pretrained()."
+        ) from err
+    return tokenizer, encoder
+
+
+def text_encoder_from_config(config: Any, tokenizer: Any = None) -> tuple[Any, nn.Module]:
+    """An encoder with random weights built from a transformers config (checkpoint loading, tests)."""
+    from transformers import AutoModel
+
+    return tokenizer, AutoModel.from_config(config, add_pooling_layer=True)
+
+
+def tokenize(tokenizer: Any, captions: Sequence[str], device: torch.device, max_length: int | None = None) -> Any:
+    """Pad to the longest caption; truncate only past the encoder's own limit (long captions would crash)."""
+    limit = max_length or getattr(tokenizer, "model_max_length", None)
+    if limit is not None and limit > 100_000:
+        limit = None
+    return tokenizer(list(captions), padding="longest", truncation=limit is not None, max_length=limit,
+                     return_tensors="pt").to(device)
+
+
+def sentence_feature(encoder_out: Any, attention_mask: Tensor, pooling: str) -> Tensor:
+    """Sentence vector: the encoder's pooler output (ReferFormer) or the mask-weighted mean of words."""
+    if pooling == "pooler":
+        if getattr(encoder_out, "pooler_output", None) is None:
+            raise ValueError("--text_pooling pooler needs an encoder with a pooler; use --text_pooling mean")
+        return encoder_out.pooler_output
+    if pooling == "mean":
+        weights = attention_mask.unsqueeze(-1).to(encoder_out.last_hidden_state.dtype)
+        return (encoder_out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    raise ValueError(f"--text_pooling must be 'pooler' or 'mean', got {pooling!r}")

@@ -1,0 +1,1 @@
+"""Shared utilities: nested tensors, distributed helpers, checkpoints, logging."""
