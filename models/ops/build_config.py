@@ -59,18 +59,35 @@ def nvcc_flags() -> list[str]:
     return ["-O3", "--expt-relaxed-constexpr"]
 
 
+def _is_cuda_toolkit(home: str | None) -> bool:
+    return bool(home) and (Path(home) / "bin" / "nvcc").exists() and (Path(home) / "include" / "cuda_runtime.h").exists()
+
+
 def cuda_home() -> str | None:
-    """The CUDA toolkit torch would build with, or None when torch has no CUDA or no nvcc is found."""
+    """The CUDA toolkit to build with, or None when torch has no CUDA or no complete toolkit is found.
+
+    Unlike torch's own guess (parent of the first nvcc on PATH), a candidate must also have the CUDA
+    headers, so an nvcc wrapper script in /usr/local/bin does not send the build to /usr/local.
+    """
     if torch.version.cuda is None:
         return None
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    nvcc = shutil.which("nvcc")
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    if nvcc:
+        candidates += [str(Path(nvcc).parent.parent), str(Path(nvcc).resolve().parent.parent)]
+    candidates.append("/usr/local/cuda")
+    return next((home for home in candidates if _is_cuda_toolkit(home)), None)
+
+
+def point_torch_at_cuda_home() -> str:
+    """Make torch's extension builder use :func:`cuda_home` (its module-level guess may be wrong)."""
+    home = cuda_home()
     if home is None:
-        nvcc = shutil.which("nvcc")
-        home = str(Path(nvcc).resolve().parent.parent) if nvcc else None
-    if home is None and Path("/usr/local/cuda/bin/nvcc").exists():
-        home = "/usr/local/cuda"
-    if home is None or not (Path(home) / "bin" / "nvcc").exists():
-        return None
+        raise RuntimeError("no CUDA toolkit found (set CUDA_HOME to a folder with bin/nvcc and include/)")
+    os.environ["CUDA_HOME"] = home
+    from torch.utils import cpp_extension
+
+    cpp_extension.CUDA_HOME = home
     return home
 
 
