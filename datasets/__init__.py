@@ -1,0 +1,52 @@
+"""Dataset registry: ``build_dataset(image_set, args)`` dispatches on ``args.dataset_file``.
+
+A dataset module registers a builder ``fn(image_set, args) -> Dataset`` with
+``@register_dataset(name)``. Built-in modules are imported only when their dataset is requested, so
+a missing optional dependency of one dataset (e.g. a video decoder for A2D) never breaks the others.
+"""
+from __future__ import annotations
+
+import importlib
+from argparse import Namespace
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+DatasetBuilder = Callable[[str, Namespace], Dataset]
+
+DATASETS: dict[str, DatasetBuilder] = {}
+
+# dataset name -> module that registers it on import
+_BUILTIN_MODULES: dict[str, str] = {
+    "ytvos": "datasets.ytvos",
+    "synthetic": "datasets.synthetic",
+}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator registering `fn(image_set, args) -> Dataset` under `name` (names are unique)."""
+    def decorator(builder: DatasetBuilder) -> DatasetBuilder:
+        if name in DATASETS and DATASETS[name] is not builder:
+            raise ValueError(f"dataset {name!r} is already registered by {DATASETS[name].__module__}")
+        DATASETS[name] = builder
+        return builder
+    return decorator
+
+
+def available_datasets() -> list[str]:
+    """Names that build_dataset accepts (registered or importable built-ins)."""
+    return sorted(set(DATASETS) | set(_BUILTIN_MODULES))
+
+
+def get_dataset_builder(name: str) -> DatasetBuilder:
+    """The builder registered under `name`, importing its built-in module on first use."""
+    if name not in DATASETS and name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset_file {name!r}; available: {', '.join(available_datasets())}")
+    return DATASETS[name]
+
+
+def build_dataset(image_set: str, args: Namespace) -> Dataset:
+    """Build split `image_set` ('train', 'val'/'valid', 'test') of dataset `args.dataset_file`."""
+    return get_dataset_builder(args.dataset_file)(image_set, args)

@@ -1,0 +1,348 @@
+"""Ref-YouTube-VOS in its released on-disk layout (spec 5.1), for training and evaluation.
+
+Layout read (``root`` = e.g. data/ref-youtube-vos)::
+
+    root/<split>/JPEGImages/<video>/<frame>.jpg
+    root/<split>/Annotations/<video>/<frame>.png      palette PNG, pixel value = object id
+    root/<split>/meta.json                            {"videos": {vid: {"objects": {oid: {"category"}}}}}
+    root/meta_expressions/<split>/meta_expressions.json
+        {"videos": {vid: {"expressions": {exp_id: {"exp", "obj_id"}}, "frames": [names]}}}
+
+:class:`YTVOSDataset` builds training clips exactly as spec 5.2 describes; :class:`VideoExpressionSet`
+yields every (video, expression) of a split with all its frames, for inference and local scoring.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from argparse import Namespace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datasets import register_dataset
+from datasets.transforms_video import make_video_transforms
+
+logger = logging.getLogger(__name__)
+
+YTVOS_CATEGORY_NAMES = (
+    "airplane", "ape", "bear", "bike", "bird", "boat", "bucket", "bus", "camel", "cat", "cow", "crocodile",
+    "deer", "dog", "dolphin", "duck", "eagle", "earless_seal", "elephant", "fish", "fox", "frisbee", "frog",
+    "giant_panda", "giraffe", "hand", "hat", "hedgehog", "horse", "knife", "leopard", "lion", "lizard",
+    "monkey", "motorbike", "mouse", "others", "owl", "paddle", "parachute", "parrot", "penguin", "person",
+    "plant", "rabbit", "raccoon", "sedan", "shark", "sheep", "sign", "skateboard", "snail", "snake",
+    "snowboard", "squirrel", "surfboard", "tennis_racket", "tiger", "toilet", "train", "truck", "turtle",
+    "umbrella", "whale", "zebra",
+)
+# The 65 Ref-YTVOS categories, alphabetical ids as in ReferFormer ('others' = 36, 'zebra' = 64).
+YTVOS_CATEGORIES: dict[str, int] = {name: i for i, name in enumerate(YTVOS_CATEGORY_NAMES)}
+
+MAX_RESAMPLE_ATTEMPTS = 100
+
+
+def clean_caption(caption: str) -> str:
+    """Lower-case and collapse whitespace, as ReferFormer does for training captions."""
+    return " ".join(caption.lower().split())
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file, naming the file in the error when it is missing or malformed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def _field(mapping: Any, key: str, expected: type | tuple[type, ...], where: str) -> Any:
+    """mapping[key] checked to be of type `expected`; `where` names the file and position for errors."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ValueError(f"{where}: missing field '{key}'")
+    value = mapping[key]
+    if not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise ValueError(f"{where}: field '{key}' should be a {names}, got {type(value).__name__}")
+    return value
+
+
+def _video_entries(path: Path) -> Iterator[tuple[str, Any, str]]:
+    """(video id, entry, location for error messages) for each video of a meta JSON file."""
+    for video, entry in _field(read_json(path), "videos", dict, str(path)).items():
+        yield video, entry, f"{path}: videos['{video}']"
+
+
+def _as_object_id(value: Any, where: str) -> str:
+    """An object id as the canonical string key ("1"); ints and zero-padded strings are accepted."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).isdigit():
+        raise ValueError(f"{where}: object ids should be non-negative integers (as strings), got {value!r}")
+    return str(int(value))
+
+
+def load_meta_expressions(path: Path) -> dict[str, dict[str, Any]]:
+    """Validated meta_expressions.json -> {video: {"frames": sorted names, "expressions": {id: {exp, obj_id}}}}."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for video, entry, where in _video_entries(path):
+        frames = _field(entry, "frames", list, where)
+        if not frames or not all(isinstance(name, str) for name in frames):
+            raise ValueError(f"{where}: 'frames' should be a non-empty list of frame names")
+        expressions = {}
+        for exp_id, exp in _field(entry, "expressions", dict, where).items():
+            exp_where = f"{where}['expressions']['{exp_id}']"
+            expressions[str(exp_id)] = {"exp": _field(exp, "exp", str, exp_where),
+                                        "obj_id": _as_object_id(_field(exp, "obj_id", (str, int), exp_where),
+                                                                f"{exp_where}['obj_id']")}
+        parsed[video] = {"frames": sorted(frames), "expressions": expressions}
+    return parsed
+
+
+def load_object_categories(path: Path) -> dict[str, dict[str, str]]:
+    """meta.json -> {video: {obj_id: category name}}."""
+    categories: dict[str, dict[str, str]] = {}
+    for video, entry, where in _video_entries(path):
+        objects = _field(entry, "objects", dict, where)
+        categories[video] = {_as_object_id(oid, f"{where}['objects']"):
+                             _field(obj, "category", str, f"{where}['objects']['{oid}']")
+                             for oid, obj in objects.items()}
+    return categories
+
+
+def load_frame(path: Path) -> Image.Image:
+    """An RGB frame; the error names the missing file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"frame not found: {path}")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def load_label_map(path: Path) -> np.ndarray:
+    """The object-id map of a palette annotation PNG as an integer array [H, W]."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation not found: {path}")
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: expected a palette ('P') PNG of object ids, got mode {image.mode}")
+        return np.array(image)
+
+
+def mask_box_xyxy(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    """Tight box (x1, y1, x2, y2) of a binary mask with x2/y2 the last set column/row; None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def sample_clip_indices(anchor: int, video_len: int, num_frames: int, rng: random.Random | Any = random) -> list[int]:
+    """Frame indices of one training clip (spec 5.2), sorted; duplicates are possible.
+
+    The anchor; for T > 1 one local frame 1-3 before and one 1-3 after (clamped to the video); for
+    T > 3 the remaining T - 3 "global" frames without replacement from outside [min, max] of the
+    local set (the max itself stays eligible), else from the whole video, else (video shorter than
+    needed) every frame plus a random subset, cycling. T = 2 keeps the first two of the sorted triple.
+    """
+    indices = [anchor]
+    if num_frames > 1:
+        before, after = rng.randint(1, 3), rng.randint(1, 3)
+        indices += [max(0, anchor - before), min(video_len - 1, anchor + after)]
+    if num_frames > 3:
+        needed = num_frames - len(indices)
+        pool = list(range(min(indices))) + list(range(max(indices), video_len))
+        if len(pool) > needed:
+            indices += rng.sample(pool, needed)
+        elif video_len >= needed:
+            indices += rng.sample(range(video_len), needed)
+        else:
+            indices += list(range(video_len)) * (needed // video_len)
+            indices += rng.sample(range(video_len), needed % video_len)
+    return sorted(indices)[:num_frames]
+
+
+class YTVOSDataset(Dataset):
+    """Training clips of Ref-YouTube-VOS-format data: one sample per (video, expression, anchor).
+
+    Anchors are range(0, len(frames), num_frames). Each item is (imgs [T, 3, h, w], target) with the
+    target keys of spec 4.1 plus 'video_id' and 'exp_id'. If no frame is valid after augmentation
+    another random sample is drawn, as in the reference.
+    """
+
+    def __init__(self, img_folder: Path, ann_file: Path, transforms: Callable, num_frames: int = 5,
+                 categories: Mapping[str, int] = YTVOS_CATEGORIES):
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self.img_folder = Path(img_folder)
+        self.ann_file = Path(ann_file)
+        self.transforms = transforms
+        self.num_frames = num_frames
+        self.categories = dict(categories)
+        self.samples = self._build_index()
+        logger.info("%s: %d videos, %d clips", self.ann_file, len({s["video"] for s in self.samples}),
+                    len(self.samples))
+
+    def _build_index(self) -> list[dict[str, Any]]:
+        expressions = load_meta_expressions(self.ann_file)
+        meta_path = self.img_folder / "meta.json"
+        objects = load_object_categories(meta_path)
+        samples = []
+        for video, entry in expressions.items():
+            for exp_id, exp in entry["expressions"].items():
+                category = self._category(objects, meta_path, video, exp["obj_id"])
+                for anchor in range(0, len(entry["frames"]), self.num_frames):
+                    samples.append({"video": video, "exp_id": exp_id, "caption": exp["exp"],
+                                    "obj_id": int(exp["obj_id"]), "category_id": category,
+                                    "frames": entry["frames"], "anchor": anchor})
+        return samples
+
+    def _category(self, objects: dict, meta_path: Path, video: str, obj_id: str) -> int:
+        try:
+            name = objects[video][obj_id]
+        except KeyError:
+            raise ValueError(f"{meta_path}: no object '{obj_id}' for video '{video}' "
+                             f"(referenced by {self.ann_file})") from None
+        if name not in self.categories:
+            raise ValueError(f"{meta_path}: video '{video}' object '{obj_id}' has category '{name}', "
+                             f"not in the category table ({len(self.categories)} names)")
+        return self.categories[name]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
+        for _ in range(MAX_RESAMPLE_ATTEMPTS):
+            imgs, target = self.load_clip(idx)
+            if bool(target["valid"].any()):
+                return imgs, target
+            idx = random.randint(0, len(self) - 1)
+        raise RuntimeError(f"{self.ann_file}: no clip with a visible referred object after "
+                           f"{MAX_RESAMPLE_ATTEMPTS} draws; are the annotations empty?")
+
+    def load_clip(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
+        """Sample frame indices for sample `idx`, read frames and masks, and apply the transforms."""
+        sample = self.samples[idx]
+        frames = sample["frames"]
+        indices = sample_clip_indices(sample["anchor"], len(frames), self.num_frames)
+        video_dir = sample["video"]
+        images, masks, boxes, valid = [], [], [], []
+        for index in indices:
+            name = frames[index]
+            images.append(load_frame(self.img_folder / "JPEGImages" / video_dir / f"{name}.jpg"))
+            mask = load_label_map(self.img_folder / "Annotations" / video_dir / f"{name}.png") == sample["obj_id"]
+            box = mask_box_xyxy(mask)
+            boxes.append(box or (0, 0, 0, 0))
+            valid.append(box is not None)
+            masks.append(torch.from_numpy(mask.astype(np.float32)))
+        width, height = images[0].size
+        target = {
+            "frames_idx": torch.tensor(indices, dtype=torch.long),
+            "labels": torch.full((len(indices),), sample["category_id"], dtype=torch.long),
+            "boxes": torch.tensor(boxes, dtype=torch.float32),
+            "masks": torch.stack(masks),
+            "valid": torch.tensor(valid, dtype=torch.long),
+            "caption": clean_caption(sample["caption"]),
+            "orig_size": torch.tensor([height, width], dtype=torch.long),
+            "size": torch.tensor([height, width], dtype=torch.long),
+            "video_id": sample["video"],
+            "exp_id": sample["exp_id"],
+        }
+        imgs, target = self.transforms(images, target)
+        target["valid"] = target["valid"].long()
+        return imgs, target
+
+
+class VideoExpressionSet(Dataset):
+    """Every (video, expression) of a split with all of the video's frames, for inference/scoring.
+
+    Item: dict(video_id, exp_id, obj_id, caption (raw, as the reference inference uses it),
+    frame_names, frames [T, 3, h, w] (eval transform), orig_size (H, W), size (h, w), gt_masks
+    (uint8 [T, H, W], 1 where the annotation equals obj_id; None without <split>/Annotations/<video>)).
+    Videos are sorted; the last decoded video is cached, so keep a video's expressions in one worker
+    (the eval sampler of datasets.samplers splits contiguously). For split 'valid', videos listed in
+    meta_expressions/test are dropped as the reference inference does (their frames are not released).
+    """
+
+    def __init__(self, root: Path, split: str, transform: Callable, exclude_test: bool = True):
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.ann_file = self.root / "meta_expressions" / split / "meta_expressions.json"
+        self.videos = load_meta_expressions(self.ann_file)
+        if split == "valid" and exclude_test:
+            self._drop_test_videos()
+        self.items = [(video, exp_id) for video in sorted(self.videos)
+                      for exp_id in self.videos[video]["expressions"]]
+        self._cache: Optional[tuple[str, dict[str, Any]]] = None
+        logger.info("%s: %d videos, %d expressions", self.ann_file, len(self.videos), len(self.items))
+
+    def _drop_test_videos(self) -> None:
+        test_file = self.root / "meta_expressions" / "test" / "meta_expressions.json"
+        if test_file.is_file():
+            test_videos = set(_field(read_json(test_file), "videos", dict, str(test_file)))
+            self.videos = {v: e for v, e in self.videos.items() if v not in test_videos}
+            logger.info("dropped the videos of %s from %s", test_file, self.ann_file)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_video(self, video: str) -> dict[str, Any]:
+        """Transformed frames and raw label maps of one video (cached: the last video only)."""
+        if self._cache is not None and self._cache[0] == video:
+            return self._cache[1]
+        names = self.videos[video]["frames"]
+        split_dir = self.root / self.split
+        frames = [load_frame(split_dir / "JPEGImages" / video / f"{name}.jpg") for name in names]
+        width, height = frames[0].size
+        clip, target = self.transform(frames, {})
+        ann_dir = split_dir / "Annotations" / video
+        labels = np.stack([load_label_map(ann_dir / f"{n}.png") for n in names]) if ann_dir.is_dir() else None
+        data = {"frames": clip, "orig_size": (height, width), "size": tuple(int(s) for s in clip.shape[-2:]),
+                "labels": labels, "frame_names": list(names)}
+        self._cache = (video, data)
+        return data
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        video, exp_id = self.items[idx]
+        exp = self.videos[video]["expressions"][exp_id]
+        data = self.load_video(video)
+        obj_id = int(exp["obj_id"])
+        gt_masks = None if data["labels"] is None else (data["labels"] == obj_id).astype(np.uint8)
+        return {"video_id": video, "exp_id": exp_id, "obj_id": obj_id, "caption": exp["exp"],
+                "frame_names": data["frame_names"], "frames": data["frames"], "orig_size": data["orig_size"],
+                "size": data["size"], "gt_masks": gt_masks}
+
+
+def transforms_from_args(image_set: str, args: Namespace) -> Callable:
+    """The video transform configured by the shared data flags of opts.py."""
+    return make_video_transforms(
+        image_set, train_short_sides=list(args.train_short_sides), max_size=args.max_size,
+        crop_short_sides=list(args.crop_short_sides), crop_range=tuple(args.crop_range),
+        eval_short_side=args.eval_short_side, photometric=not args.no_photometric,
+        eval_max_size=getattr(args, "eval_max_size", None))
+
+
+def build_ytvos_split(root: Path, image_set: str, args: Namespace,
+                      categories: Mapping[str, int] = YTVOS_CATEGORIES) -> Dataset:
+    """'train' -> YTVOSDataset on root/train; 'val'/'valid'/'test' -> VideoExpressionSet of that split."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    if image_set == "train":
+        return YTVOSDataset(root / "train", root / "meta_expressions" / "train" / "meta_expressions.json",
+                            transforms_from_args("train", args), num_frames=args.num_frames, categories=categories)
+    if image_set in ("val", "valid", "test"):
+        split = "valid" if image_set == "val" else image_set
+        return VideoExpressionSet(root, split, transforms_from_args(split, args))
+    raise ValueError(f"unknown image_set {image_set!r}; expected 'train', 'val', 'valid' or 'test'")
+
+
+@register_dataset("ytvos")
+def build_ytvos(image_set: str, args: Namespace) -> Dataset:
+    """Ref-YouTube-VOS from args.ytvos_path."""
+    return build_ytvos_split(Path(args.ytvos_path), image_set, args)
