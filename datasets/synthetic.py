@@ -54,6 +54,8 @@ DIRECTIONS = ("left", "right", "up", "down")
 MOTIONS = ("still",) + DIRECTIONS
 POSITIONS = ("left", "right", "top", "bottom")
 INTRINSIC = ("colour", "shape", "size", "motion")
+# Relative weight of an attribute when several smallest distinguishing sets exist.
+ATTRIBUTE_PREFERENCE = {"colour": 1.0, "shape": 1.0, "size": 1.0, "motion": 0.35, "position": 0.6}
 
 # Geometry, as fractions of the shorter frame side S.
 RADIUS_RANGE = {"small": (0.085, 0.11), "large": (0.17, 0.21)}
@@ -252,6 +254,11 @@ def _with_extra_attribute(attrs: dict[str, str], obj: SynthObject, rng: np.rando
     return attrs
 
 
+def _preference(attrs: dict[str, str]) -> float:
+    """Sampling weight of a distinguishing set: appearance words first, motion and position less often."""
+    return float(np.prod([ATTRIBUTE_PREFERENCE[key] for key in attrs]))
+
+
 def make_expressions(objects: Sequence[SynthObject], rng: np.random.Generator, cfg: SyntheticConfig,
                      margin: float) -> list[SynthExpression]:
     """One or two expressions per object, each identifying it alone."""
@@ -259,11 +266,12 @@ def make_expressions(objects: Sequence[SynthObject], rng: np.random.Generator, c
     for obj in objects:
         options = distinguishing_sets(obj, objects, margin)
         count = 2 if rng.random() < cfg.p_two_expressions else 1
-        order = rng.permutation(len(options))
+        weights = np.array([_preference(s) for s in options])
+        order = rng.choice(len(options), size=min(count, len(options)), replace=False, p=weights / weights.sum())
         for k in range(count):
             attrs = _with_extra_attribute(options[int(order[k % len(order)])], obj, rng)
             if matching_objects(attrs, objects, margin) != [obj.obj_id]:
-                raise AssertionError(f"expression {attrs} does not identify object {obj.obj_id}")
+                raise RuntimeError(f"internal error: expression {attrs} does not identify object {obj.obj_id}")
             expressions.append(SynthExpression(
                 exp_id=str(len(expressions)), obj_id=obj.obj_id, attrs=attrs, text=expression_text(attrs, rng),
                 motion_required=has_twin(obj, objects) and "position" not in attrs))
@@ -422,7 +430,7 @@ def render_images(labels: np.ndarray, objects: Sequence[SynthObject], rng: np.ra
         jitter = rng.uniform(-12, 12, size=3) if obj.colour != "white" else rng.uniform(-12, 0, size=3)
         colour = np.clip(np.array(COLOURS[obj.colour], np.float32) + jitter, 0, 255)
         images[labels == obj.obj_id] = colour
-    images += rng.normal(0, 2.0, size=images.shape).astype(np.float32)
+    images += rng.standard_normal(size=images.shape, dtype=np.float32) * 2.0
     return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
