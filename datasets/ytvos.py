@@ -18,6 +18,7 @@ import logging
 import random
 from argparse import Namespace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
@@ -141,8 +142,11 @@ def mask_box_xyxy(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
-def sample_clip_indices(anchor: int, video_len: int, num_frames: int, rng: random.Random | Any = random) -> list[int]:
+def sample_clip_indices(anchor: int, video_len: int, num_frames: int,
+                        rng: random.Random | ModuleType = random) -> list[int]:
     """Frame indices of one training clip (spec 5.2), sorted; duplicates are possible.
+
+    `rng` is a random.Random or the `random` module itself (the default, seeded per DataLoader worker).
 
     The anchor; for T > 1 one local frame 1-3 before and one 1-3 after (clamped to the video); for
     T > 3 the remaining T - 3 "global" frames without replacement from outside [min, max] of the
