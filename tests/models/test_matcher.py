@@ -223,8 +223,10 @@ def raw_targets(num_frames: int = 2, size: tuple[int, int] = (32, 32)):
 def test_prepare_checks_the_grid_against_pred_masks_and_the_frame_count():
     outputs = {"pred_logits": torch.zeros(1, 2, 3, 1), "pred_boxes": torch.rand(1, 2, 3, 4),
                "pred_masks": torch.zeros(1, 2, 3, 8, 8)}
-    gt = prepare_clip_targets(outputs, raw_targets(size=(30, 20)))
-    assert gt.masks.shape == (1, 2, 8, 8) and gt.valid.dtype == torch.bool
+    targets = raw_targets(size=(30, 20))
+    targets[0]["masks"] = targets[0]["masks"].bool()  # datasets may hand over bool or uint8 masks
+    gt = prepare_clip_targets(outputs, targets)
+    assert gt.masks.shape == (1, 2, 8, 8) and gt.masks.dtype == torch.float32 and gt.valid.dtype == torch.bool
     with pytest.raises(ValueError, match="pred_masks"):
         prepare_clip_targets(outputs, raw_targets(size=(40, 20)))  # pads to 64 -> 16 rows, not 8
     with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\] has 3 frames"):
