@@ -64,6 +64,7 @@ class Backend:
 _lock = threading.Lock()
 _backend: Backend | None = None
 _warned = False
+_loaded: dict[bool, tuple[ModuleType, str]] = {}  # with_cuda -> (module, origin); survives reset_backend
 
 
 def requested_impl() -> str:
@@ -160,11 +161,15 @@ def _warn_fallback(message: str) -> None:
 
 
 def _load_extension(with_cuda: bool) -> tuple[ModuleType, str]:
-    """An up-to-date installed build if there is one, else a (cached) JIT build."""
-    prebuilt = _import_prebuilt(with_cuda)
-    if prebuilt is not None:
-        return prebuilt, f"installed module {build_config.PREBUILT_MODULE_NAME}"
-    return _jit_build(with_cuda), f"JIT build {build_config.jit_module_name(with_cuda)}"
+    """An up-to-date installed build if there is one, else a (cached) JIT build; kept per process."""
+    if with_cuda not in _loaded:
+        prebuilt = _import_prebuilt(with_cuda)
+        if prebuilt is not None:
+            _loaded[with_cuda] = (prebuilt, f"installed module {build_config.PREBUILT_MODULE_NAME}")
+        else:
+            module = _jit_build(with_cuda)
+            _loaded[with_cuda] = (module, f"JIT build {module.__name__}")
+    return _loaded[with_cuda]
 
 
 def _import_prebuilt(with_cuda: bool) -> ModuleType | None:

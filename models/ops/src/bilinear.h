@@ -75,4 +75,12 @@ C10_HOST_DEVICE inline bool bilinear_footprint(acc_t loc_x, acc_t loc_y, int64_t
   return true;
 }
 
+// Footprint of sample `s` of a contiguous (x, y) location array, computed in acc_t.
+template <typename acc_t, typename scalar_t>
+C10_HOST_DEVICE inline bool sample_footprint(const scalar_t* loc, int64_t s, int64_t height, int64_t width,
+                                             Footprint<acc_t>& fp) {
+  return bilinear_footprint<acc_t>(static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]), height, width,
+                                   fp);
+}
+
 }  // namespace msda

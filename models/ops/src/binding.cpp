@@ -1,5 +1,6 @@
 // Python binding: validates inputs once, then dispatches to the CPU or CUDA kernels by device.
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <utility>

@@ -5,7 +5,10 @@
 // the gradient rows of its head on its level exclusively (no atomics, no races) and every
 // (query, point) gradient of that head and level, so it needs one pass over the samples.
 // Reduced-precision inputs (half, bfloat16) accumulate in float.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -69,8 +72,7 @@ void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t*
           for (int64_t p = 0; p < d.points; ++p) {
             const int64_t s = (head_row * d.levels + l) * d.points + p;
             Footprint<acc_t> fp;
-            if (!bilinear_footprint<acc_t>(static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]),
-                                           height, width, fp)) {
+            if (!sample_footprint(loc, s, height, width, fp)) {
               continue;
             }
             const acc_t a = static_cast<acc_t>(attn[s]);
@@ -110,8 +112,7 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
         for (int64_t p = 0; p < d.points; ++p) {
           const int64_t s = (head_row * d.levels + l) * d.points + p;
           Footprint<acc_t> fp;
-          if (!bilinear_footprint<acc_t>(static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]),
-                                         height, width, fp)) {
+          if (!sample_footprint(loc, s, height, width, fp)) {
             continue;
           }
           const acc_t a = static_cast<acc_t>(attn[s]);

@@ -7,7 +7,10 @@
 // im2col_step chunking, so no N % im2col_step restriction), indices are 64-bit, and launch errors raise.
 // Only ATen and c10 headers are used (not ATen/cuda/CUDAContext.h), so the CUDA toolkit needs no
 // cuBLAS or cuSPARSE headers.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/Atomic.cuh>
@@ -61,8 +64,7 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t
       for (int64_t p = 0; p < d.points; ++p) {
         const int64_t s = (head_row * d.levels + l) * d.points + p;
         Footprint<acc_t> fp;
-        if (!bilinear_footprint<acc_t>(static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]), height,
-                                       width, fp)) {
+        if (!sample_footprint(loc, s, height, width, fp)) {
           continue;
         }
         const acc_t a = static_cast<acc_t>(attn[s]);
@@ -101,8 +103,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
       for (int64_t p = 0; p < d.points; ++p) {
         const int64_t s = (head_row * d.levels + l) * d.points + p;
         Footprint<acc_t> fp;
-        if (!bilinear_footprint<acc_t>(static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]), height,
-                                       width, fp)) {
+        if (!sample_footprint(loc, s, height, width, fp)) {
           continue;
         }
         const acc_t a = static_cast<acc_t>(attn[s]);
