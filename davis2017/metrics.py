@@ -1,0 +1,418 @@
+"""DAVIS-2017 region similarity J, boundary measure F and per-object statistics.
+
+The numbers are exactly those of the official DAVIS-2017 definitions (spec section 7.3); only the
+computation differs. The official toolkit runs seg2bmap and two full-frame disk dilations for every
+(result object, gt object, frame). Here each object is described once for all frames: the crops
+around its mask in every frame are stacked into one canvas (separated by empty margins as wide as
+the disk's reach), so the boundaries of all frames come from one vectorised seg2bmap and their
+disk dilations from a single cv2.dilate call. A pair of objects is then scored by looking up each
+boundary pixel of one object in the other's dilated canvas, all frames at once. The cost scales
+with the objects' size instead of the frame size times the number of pairs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+DEFAULT_BOUND_TH = 0.008
+
+
+def boundary_radius(height: int, width: int, bound_th: float = DEFAULT_BOUND_TH) -> float:
+    """Boundary tolerance in pixels: ceil(bound_th * image diagonal), or bound_th itself when >= 1."""
+    if bound_th >= 1:
+        return float(bound_th)
+    return float(np.ceil(bound_th * math.sqrt(height * height + width * width)))
+
+
+def disk(radius: float) -> np.ndarray:
+    """Disk structuring element {x^2 + y^2 <= radius^2} on the grid arange(-radius, radius + 1).
+
+    Same element as skimage.morphology.disk (strict radius), without depending on scikit-image.
+    """
+    offsets = np.arange(-radius, radius + 1)
+    xs, ys = np.meshgrid(offsets, offsets)
+    return (xs**2 + ys**2 <= radius**2).astype(np.uint8)
+
+
+def tolerance_disk(height: int, width: int, bound_th: float = DEFAULT_BOUND_TH) -> np.ndarray:
+    """The disk that dilates boundaries of frames of this size."""
+    return disk(boundary_radius(height, width, bound_th))
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectFrames:
+    """One object over T frames: per-frame crops of its non-void mask stacked into canvases.
+
+    Frame t's crop covers image rows origin_y[t]..+height[t] and columns origin_x[t]..+width[t]
+    (one background row/column of context where the image allows it). In the canvases its band
+    starts at row band_start[t]; the crop sits `margin` rows below that and `margin` columns from
+    the left, and every band ends with `margin` empty rows. Frames where the mask is empty have no
+    band (present[t] False). Boundary pixels are listed in image coordinates with their frame;
+    `dilated` is the canvas of every band's boundary dilated by the tolerance disk, bit-packed
+    along rows (see pack_rows; None for J only).
+    """
+
+    present: np.ndarray
+    origin_y: np.ndarray
+    origin_x: np.ndarray
+    height: np.ndarray
+    width: np.ndarray
+    band_start: np.ndarray
+    margin: int
+    masks: np.ndarray
+    area: np.ndarray
+    boundary_frame: np.ndarray | None = None
+    boundary_y: np.ndarray | None = None
+    boundary_x: np.ndarray | None = None
+    n_boundary: np.ndarray | None = None
+    dilated: np.ndarray | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.present)
+
+    def mask_crop(self, t: int) -> np.ndarray:
+        """View of frame t's mask crop (frame t must be present)."""
+        top = self.band_start[t] + self.margin
+        return self.masks[top : top + self.height[t], self.margin : self.margin + self.width[t]]
+
+
+def _first_last(flags: np.ndarray) -> tuple[int, int]:
+    """Indices of the first and last True entry of a 1-D bool array that has one."""
+    return int(flags.argmax()), len(flags) - 1 - int(flags[::-1].argmax())
+
+
+def _crop_boxes(masks: np.ndarray) -> np.ndarray:
+    """[T, 4] boxes (y0, y1, x0, x1), end exclusive, around each frame's mask plus one pixel of
+    background context on every side the image allows; zeros for empty frames."""
+    n_frames, height, width = masks.shape
+    rows_any, cols_any = masks.any(axis=2), masks.any(axis=1)
+    boxes = np.zeros((n_frames, 4), dtype=np.int64)
+    for t in np.flatnonzero(rows_any.any(axis=1)):
+        (y0, y1), (x0, x1) = _first_last(rows_any[t]), _first_last(cols_any[t])
+        boxes[t] = max(y0 - 1, 0), min(y1 + 2, height), max(x0 - 1, 0), min(x1 + 2, width)
+    return boxes
+
+
+def describe_object(
+    masks: np.ndarray, void: np.ndarray | None = None, kernel: np.ndarray | None = None
+) -> ObjectFrames:
+    """Describe one object's masks [T, H, W] with void pixels removed.
+
+    With a tolerance kernel (see tolerance_disk) boundaries and dilated boundaries are built too.
+    """
+    masks = np.asarray(masks).astype(bool, copy=False)
+    boxes = _crop_boxes(masks)
+    heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    present = heights > 0
+    margin = 0 if kernel is None else max(max(kernel.shape) // 2, 1)
+    band_heights = np.where(present, heights + 2 * margin, 0)
+    band_start = np.concatenate([[0], np.cumsum(band_heights)[:-1]]).astype(np.int64)
+    canvas = np.zeros((int(band_heights.sum()), int(widths.max(initial=0)) + 2 * margin), dtype=bool)
+    area = np.zeros(len(present), dtype=np.int64)
+    for t in np.flatnonzero(present):
+        y0, y1, x0, x1 = boxes[t]
+        crop = masks[t, y0:y1, x0:x1]
+        if void is not None:
+            crop = crop & ~np.asarray(void[t, y0:y1, x0:x1], dtype=bool)
+        top = band_start[t] + margin
+        canvas[top : top + y1 - y0, margin : margin + x1 - x0] = crop
+        area[t] = np.count_nonzero(crop)
+    frames = ObjectFrames(
+        present, boxes[:, 0], boxes[:, 2], heights, widths, band_start, margin, canvas, area
+    )
+    if kernel is None:
+        return frames
+    return _with_boundaries(frames, masks.shape[1:], kernel, band_heights)
+
+
+def _with_boundaries(
+    frames: ObjectFrames, image_shape: tuple[int, int], kernel: np.ndarray, band_heights: np.ndarray
+) -> ObjectFrames:
+    """Add boundary pixels (seg2bmap of every crop) and the dilated boundary canvas."""
+    boundary = _canvas_boundary(frames, image_shape, band_heights)
+    rows, cols = np.divmod(np.flatnonzero(boundary), boundary.shape[1])
+    frame = np.repeat(np.arange(frames.n_frames), band_heights)[rows]
+    top = frames.band_start + frames.margin
+    return dataclasses.replace(
+        frames,
+        boundary_frame=frame,
+        boundary_y=rows - top[frame] + frames.origin_y[frame],
+        boundary_x=cols - frames.margin + frames.origin_x[frame],
+        n_boundary=np.bincount(frame, minlength=frames.n_frames),
+        dilated=dilate_packed(boundary, kernel),
+    )
+
+
+def pack_rows(image: np.ndarray) -> np.ndarray:
+    """Bit-pack a bool image along rows into uint64 words: column x is bit x % 64 of word x // 64."""
+    n_rows, n_cols = image.shape
+    padded = np.zeros((n_rows, -(-n_cols // 64) * 64), dtype=bool)
+    padded[:, :n_cols] = image
+    return np.packbits(padded, axis=1, bitorder="little").view("<u8")
+
+
+def _shift_up(words: np.ndarray, shift: int) -> np.ndarray:
+    """Packed rows with every bit moved `shift` (1..63) columns to the right (higher x)."""
+    moved = words << np.uint64(shift)
+    moved[:, 1:] |= words[:, :-1] >> np.uint64(64 - shift)
+    return moved
+
+
+def _shift_down(words: np.ndarray, shift: int) -> np.ndarray:
+    """Packed rows with every bit moved `shift` (1..63) columns to the left (lower x)."""
+    moved = words >> np.uint64(shift)
+    moved[:, :-1] |= words[:, 1:] << np.uint64(64 - shift)
+    return moved
+
+
+def _row_intervals(kernel: np.ndarray) -> list[tuple[int, int, int]]:
+    """(dy, dx_lo, dx_hi) of each non-empty kernel row, offsets relative to cv2's centre anchor."""
+    anchor_y, anchor_x = kernel.shape[0] // 2, kernel.shape[1] // 2
+    intervals = []
+    for i in np.flatnonzero(kernel.any(axis=1)):
+        columns = np.flatnonzero(kernel[i])
+        intervals.append((int(i) - anchor_y, int(columns[0]) - anchor_x, int(columns[-1]) - anchor_x))
+    return intervals
+
+
+def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.dilate(image, kernel) of a bool image, returned bit-packed (see pack_rows).
+
+    A disk whose rows are centred runs (any integer radius) is dilated on packed words: each row
+    half-width is a horizontal dilation built by doubling shifts, and the rows are OR-ed with
+    their vertical offsets. Other kernels go through cv2.dilate. Pixels outside the image count
+    as background, like cv2's default border.
+    """
+    intervals = _row_intervals(kernel)
+    runs = np.count_nonzero(kernel) == sum(hi - lo + 1 for _, lo, hi in intervals)
+    if image.size == 0:
+        return pack_rows(image)
+    if not (runs and all(lo == -hi for _, lo, hi in intervals)):
+        return pack_rows(cv2.dilate(image.view(np.uint8), kernel).view(bool))
+    words = pack_rows(image)
+    by_width = {0: words}
+    width, current = 0, words
+    for target in sorted({hi for _, _, hi in intervals}):
+        while width < target:  # dilating [-w, w] by s <= 2w + 1 keeps the run contiguous
+            step = min(target - width, 2 * width + 1, 63)
+            current = current | _shift_up(current, step) | _shift_down(current, step)
+            width += step
+        by_width[target] = current
+    dilated = np.zeros_like(words)
+    n_rows = len(words)
+    for dy, _, hi in intervals:
+        if abs(dy) >= n_rows:
+            continue
+        if dy >= 0:
+            dilated[: n_rows - dy] |= by_width[hi][dy:]
+        else:
+            dilated[-dy:] |= by_width[hi][: n_rows + dy]
+    return dilated
+
+
+def _canvas_boundary(frames: ObjectFrames, image_shape: tuple[int, int], band_heights: np.ndarray) -> np.ndarray:
+    """seg2bmap of every crop in the mask canvas.
+
+    A pixel is a boundary pixel when it differs from its right, bottom or bottom-right neighbour.
+    Crops touching the image's last row (column) get the official rule there: only the right
+    (bottom) neighbour counts, and the image's bottom-right corner is never a boundary pixel.
+    """
+    canvas, margin = frames.masks, frames.margin
+    n_rows, n_cols = canvas.shape
+    padded = np.zeros((n_rows + 1, n_cols + 1), dtype=bool)
+    padded[:n_rows, :n_cols] = canvas
+    right, below = padded[:n_rows, 1:], padded[1:, :n_cols]
+    boundary = (canvas ^ right) | (canvas ^ below) | (canvas ^ padded[1:, 1:])
+    # pixels left of or above a crop lie outside it (possibly outside the image): never boundary
+    boundary[:, :margin] = False
+    in_crop = np.zeros(n_rows, dtype=bool)
+    for t in np.flatnonzero(frames.present):
+        top = frames.band_start[t] + margin
+        in_crop[top : top + frames.height[t]] = True
+        _apply_image_edge_rule(frames, t, image_shape, canvas, right, below, boundary)
+    boundary &= in_crop[:, None]
+    return boundary
+
+
+def _apply_image_edge_rule(
+    frames: ObjectFrames,
+    t: int,
+    image_shape: tuple[int, int],
+    canvas: np.ndarray,
+    right: np.ndarray,
+    below: np.ndarray,
+    boundary: np.ndarray,
+) -> None:
+    """Official seg2bmap rule on the image's last row and column, for the crop of frame t."""
+    top, left = frames.band_start[t] + frames.margin, frames.margin
+    bottom, end = top + frames.height[t] - 1, left + frames.width[t] - 1
+    at_bottom = frames.origin_y[t] + frames.height[t] == image_shape[0]
+    at_right = frames.origin_x[t] + frames.width[t] == image_shape[1]
+    if at_bottom:
+        boundary[bottom, left : end + 1] = canvas[bottom, left : end + 1] ^ right[bottom, left : end + 1]
+    if at_right:
+        boundary[top : bottom + 1, end] = canvas[top : bottom + 1, end] ^ below[top : bottom + 1, end]
+    if at_bottom and at_right:
+        boundary[bottom, end] = False
+
+
+def _shared_frame_count(objects: Sequence[ObjectFrames]) -> int:
+    """Frame count shared by all described objects."""
+    counts = {obj.n_frames for obj in objects}
+    if len(counts) > 1:
+        raise ValueError(f"described objects have different frame counts: {sorted(counts)}")
+    return counts.pop() if counts else 0
+
+
+def _frame_overlap(a: ObjectFrames, b: ObjectFrames, t: int) -> int:
+    """Pixels of frame t in both objects' masks."""
+    y0, x0 = max(a.origin_y[t], b.origin_y[t]), max(a.origin_x[t], b.origin_x[t])
+    y1 = min(a.origin_y[t] + a.height[t], b.origin_y[t] + b.height[t])
+    x1 = min(a.origin_x[t] + a.width[t], b.origin_x[t] + b.width[t])
+    if y1 <= y0 or x1 <= x0:
+        return 0
+    a_part = a.mask_crop(t)[y0 - a.origin_y[t] : y1 - a.origin_y[t], x0 - a.origin_x[t] : x1 - a.origin_x[t]]
+    b_part = b.mask_crop(t)[y0 - b.origin_y[t] : y1 - b.origin_y[t], x0 - b.origin_x[t] : x1 - b.origin_x[t]]
+    return int(np.count_nonzero(a_part & b_part))
+
+
+def pairwise_iou(res: Sequence[ObjectFrames], gt: Sequence[ObjectFrames]) -> np.ndarray:
+    """J for every (result object, gt object, frame): array [len(res), len(gt), T]."""
+    n_frames = _shared_frame_count([*res, *gt])
+    inter = np.zeros((len(res), len(gt), n_frames), dtype=np.int64)
+    for i, r in enumerate(res):
+        for j, g in enumerate(gt):
+            for t in np.flatnonzero(r.present & g.present):
+                inter[i, j, t] = _frame_overlap(r, g, t)
+    res_area = np.array([r.area for r in res], dtype=np.int64).reshape(len(res), 1, n_frames)
+    gt_area = np.array([g.area for g in gt], dtype=np.int64).reshape(1, len(gt), n_frames)
+    union = res_area + gt_area - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / union
+    iou[union == 0] = 1.0
+    return iou
+
+
+def matched_boundary(points: ObjectFrames, other: ObjectFrames) -> np.ndarray:
+    """Per frame, how many boundary pixels of `points` lie in the dilated boundary of `other`."""
+    frame = points.boundary_frame
+    margin = other.margin
+    band_y = points.boundary_y - other.origin_y[frame] + margin
+    band_x = points.boundary_x - other.origin_x[frame] + margin
+    inside = other.present[frame] & (band_y >= 0) & (band_y < other.height[frame] + 2 * margin)
+    inside &= (band_x >= 0) & (band_x < other.width[frame] + 2 * margin)
+    frame, band_x = frame[inside], band_x[inside]
+    rows = other.band_start[frame] + band_y[inside]
+    words = other.dilated.ravel().take(rows * other.dilated.shape[1] + (band_x >> 6))
+    hits = (words >> (band_x & 63).astype(np.uint64)) & np.uint64(1)
+    return np.bincount(frame[hits.astype(bool)], minlength=points.n_frames)
+
+
+def pairwise_boundary_f(res: Sequence[ObjectFrames], gt: Sequence[ObjectFrames]) -> np.ndarray:
+    """F for every (result object, gt object, frame): array [len(res), len(gt), T].
+
+    Objects must be described with the same tolerance kernel. Special cases of the definition:
+    no boundary in either -> P = R = 1; only the result's empty -> P = 1, R = 0; only the gt's
+    empty -> P = 0, R = 1; F = 0 when P + R = 0.
+    """
+    n_frames = _shared_frame_count([*res, *gt])
+    res_matched = np.zeros((len(res), len(gt), n_frames), dtype=np.int64)
+    gt_matched = np.zeros_like(res_matched)
+    for i, r in enumerate(res):
+        for j, g in enumerate(gt):
+            res_matched[i, j] = matched_boundary(r, g)
+            gt_matched[i, j] = matched_boundary(g, r)
+    n_res = np.array([r.n_boundary for r in res], dtype=np.int64).reshape(len(res), 1, n_frames)
+    n_gt = np.array([g.n_boundary for g in gt], dtype=np.int64).reshape(1, len(gt), n_frames)
+    n_res, n_gt = np.broadcast_arrays(n_res, n_gt)
+    precision = np.ones(res_matched.shape)
+    np.divide(res_matched, n_res, out=precision, where=n_res > 0)
+    recall = np.ones(gt_matched.shape)
+    np.divide(gt_matched, n_gt, out=recall, where=n_gt > 0)
+    total = precision + recall
+    f_measure = np.zeros(total.shape)
+    np.divide(2 * precision * recall, total, out=f_measure, where=total != 0)
+    return f_measure
+
+
+def _check_masks(annotation: np.ndarray, segmentation: np.ndarray, void: np.ndarray | None) -> None:
+    """Both masks (and void) must be [T, H, W] or [H, W] of one shape."""
+    shapes = {"annotation": np.shape(annotation), "segmentation": np.shape(segmentation)}
+    if void is not None:
+        shapes["void_pixels"] = np.shape(void)
+    if len(set(shapes.values())) > 1 or len(shapes["annotation"]) not in (2, 3):
+        raise ValueError(f"expected masks of one shape [T, H, W] or [H, W], got {shapes}")
+
+
+def _as_frames(array: np.ndarray | None) -> np.ndarray | None:
+    """View a [H, W] or [T, H, W] mask as a [T, H, W] sequence."""
+    return None if array is None else np.asarray(array).reshape((-1, *np.shape(array)[-2:]))
+
+
+def _single_pair(
+    annotation: np.ndarray, segmentation: np.ndarray, void: np.ndarray | None, kernel: np.ndarray | None
+) -> tuple[list[ObjectFrames], list[ObjectFrames]]:
+    """Describe one (segmentation, annotation) pair as one-object lists."""
+    _check_masks(annotation, segmentation, void)
+    void = _as_frames(void)
+    return (
+        [describe_object(_as_frames(segmentation), void, kernel)],
+        [describe_object(_as_frames(annotation), void, kernel)],
+    )
+
+
+def db_eval_iou(
+    annotation: np.ndarray, segmentation: np.ndarray, void_pixels: np.ndarray | None = None
+) -> np.ndarray:
+    """Region similarity J = |S & G| / |S | G| over non-void pixels (1 when the union is empty).
+
+    [T, H, W] inputs give an array [T]; [H, W] inputs a 0-d array.
+    """
+    res, gt = _single_pair(annotation, segmentation, void_pixels, None)
+    iou = pairwise_iou(res, gt)[0, 0]
+    return iou if np.ndim(annotation) == 3 else iou.reshape(())
+
+
+def db_eval_boundary(
+    annotation: np.ndarray,
+    segmentation: np.ndarray,
+    void_pixels: np.ndarray | None = None,
+    bound_th: float = DEFAULT_BOUND_TH,
+) -> np.ndarray:
+    """Boundary F-measure with tolerance boundary_radius(H, W, bound_th), void pixels removed first.
+
+    [T, H, W] inputs give an array [T]; [H, W] inputs a 0-d array.
+    """
+    kernel = tolerance_disk(*np.shape(annotation)[-2:], bound_th)
+    res, gt = _single_pair(annotation, segmentation, void_pixels, kernel)
+    f_measure = pairwise_boundary_f(res, gt)[0, 0]
+    return f_measure if np.ndim(annotation) == 3 else f_measure.reshape(())
+
+
+def decay_bins(n_frames: int, n_bins: int = 4) -> list[slice]:
+    """Frame ranges of the official decay quarters; adjacent bins share their boundary frame."""
+    ids = (np.round(np.linspace(1, n_frames, n_bins + 1) + 1e-10) - 1).astype(np.int64)
+    return [slice(int(ids[i]), int(ids[i + 1]) + 1) for i in range(n_bins)]
+
+
+def db_statistics(per_frame: np.ndarray) -> tuple[float, float, float]:
+    """(mean, recall, decay) of one object's per-frame J or F values.
+
+    Recall is the fraction of frames above 0.5; decay is the mean of the first quarter minus the
+    mean of the last. Unlike the official code, bin indices are not cast to uint8, so sequences
+    longer than 255 frames are binned correctly (identical results up to 255 frames).
+    """
+    values = np.asarray(per_frame)
+    bins = decay_bins(len(values))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        mean = np.nanmean(values)
+        recall = np.nanmean(values > 0.5)
+        decay = np.nanmean(values[bins[0]]) - np.nanmean(values[bins[-1]])
+    return float(mean), float(recall), float(decay)
