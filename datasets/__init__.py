@@ -12,6 +12,8 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
+from datasets import samplers  # noqa: F401  (light, no optional dependencies; `datasets.samplers.X` works)
+
 DatasetBuilder = Callable[[str, Namespace], Dataset]
 
 DATASETS: dict[str, DatasetBuilder] = {}

@@ -581,15 +581,21 @@ def read_info(root: Path) -> dict[str, Any]:
         return json.load(handle)
 
 
-def ensure_synthetic(root: Path, cfg: SyntheticConfig) -> Path:
-    """Generate the dataset at `root` unless it is already there (safe when several ranks race)."""
+def ensure_synthetic(root: Path, cfg: SyntheticConfig, requested: Sequence[str] = ()) -> Path:
+    """Generate the dataset at `root` unless it is already there (safe when several ranks race).
+
+    An existing dataset is used as it is; if it differs from `cfg` in one of the `requested` fields
+    (those the user asked for explicitly) a warning says so.
+    """
     root = Path(root)
     info_path = root / INFO_FILE
     if info_path.is_file():
         stored = read_info(root).get("config", {})
-        if stored != dataclasses.asdict(cfg):
-            logger.warning("%s was generated with %s, not the requested %s; using it as it is (delete it to "
-                           "regenerate)", root, stored, dataclasses.asdict(cfg))
+        wanted = dataclasses.asdict(cfg)
+        different = {key: (stored.get(key), wanted[key]) for key in requested if stored.get(key) != wanted[key]}
+        if different:
+            logger.warning("%s was generated with other settings (stored, requested): %s; using it as it is "
+                           "(delete it to regenerate)", root, different)
         return root
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists but holds no {INFO_FILE}: not a synthetic dataset; choose another "
@@ -602,20 +608,25 @@ def ensure_synthetic(root: Path, cfg: SyntheticConfig) -> Path:
     return root
 
 
-def config_from_args(args: Namespace) -> SyntheticConfig:
-    """SyntheticConfig from optional args (synthetic_seed, synthetic_train_videos, synthetic_valid_videos,
-    synthetic_frames, synthetic_size [H, W]); absent flags keep the defaults."""
-    defaults = SyntheticConfig()
-    height, width = getattr(args, "synthetic_size", None) or (defaults.height, defaults.width)
-    return SyntheticConfig(
-        seed=getattr(args, "synthetic_seed", defaults.seed),
-        train_videos=getattr(args, "synthetic_train_videos", defaults.train_videos),
-        valid_videos=getattr(args, "synthetic_valid_videos", defaults.valid_videos),
-        frames=getattr(args, "synthetic_frames", defaults.frames), height=int(height), width=int(width))
+# optional args attribute -> SyntheticConfig field
+_ARG_FIELDS = {"synthetic_seed": "seed", "synthetic_train_videos": "train_videos",
+               "synthetic_valid_videos": "valid_videos", "synthetic_frames": "frames"}
+
+
+def config_from_args(args: Namespace) -> tuple[SyntheticConfig, list[str]]:
+    """SyntheticConfig from the optional args synthetic_seed, synthetic_train_videos,
+    synthetic_valid_videos, synthetic_frames and synthetic_size [H, W] (absent or None: default),
+    and the names of the fields that were given."""
+    values = {name: getattr(args, arg) for arg, name in _ARG_FIELDS.items() if getattr(args, arg, None) is not None}
+    size = getattr(args, "synthetic_size", None)
+    if size is not None:
+        values["height"], values["width"] = (int(v) for v in size)
+    return SyntheticConfig(**values), sorted(values)
 
 
 @register_dataset("synthetic")
 def build_synthetic(image_set: str, args: Namespace) -> Dataset:
     """The synthetic dataset at args.synthetic_path (generated first if missing), read as Ref-YTVOS."""
-    root = ensure_synthetic(Path(args.synthetic_path), config_from_args(args))
+    cfg, requested = config_from_args(args)
+    root = ensure_synthetic(Path(args.synthetic_path), cfg, requested)
     return build_ytvos_split(root, image_set, args)

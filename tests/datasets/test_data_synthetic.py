@@ -207,3 +207,16 @@ def test_cli_writes_dataset_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "cli" / "train" / "JPEGImages" / "train_00000" / "00002.jpg").size == (56, 40)
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_existing_dataset_is_reused_and_mismatch_warned(synthetic_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    args = Namespace(dataset_file="synthetic", synthetic_path=str(synthetic_root), num_frames=2,
+                     train_short_sides=[64], max_size=64, crop_short_sides=[64], crop_range=(48, 64),
+                     eval_short_side=64, no_photometric=True)
+    with caplog.at_level("WARNING", logger="datasets.synthetic"):
+        build_dataset("valid", args)
+    assert not caplog.records, "no flags given: nothing to compare"
+    args.synthetic_frames = 9
+    with caplog.at_level("WARNING", logger="datasets.synthetic"):
+        build_dataset("valid", args)
+    assert "'frames': (6, 9)" in caplog.text
