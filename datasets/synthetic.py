@@ -365,7 +365,8 @@ def shape_polygon(shape: str, centre: np.ndarray, radius: float) -> Optional[np.
     cx, cy = centre
     if shape == "square":
         half = 0.88 * radius
-        return np.array([[cx - half, cy - half], [cx + half, cy - half], [cx + half, cy + half], [cx - half, cy + half]])
+        return np.array([[cx - half, cy - half], [cx + half, cy - half],
+                         [cx + half, cy + half], [cx - half, cy + half]])
     if shape == "triangle":
         big = 1.2 * radius
         dx, dy = big * np.sqrt(3.0) / 2.0, big / 2.0
