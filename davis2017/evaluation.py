@@ -82,8 +82,15 @@ def score_unsupervised(
 def score_semisupervised(
     gt_labels: np.ndarray, res_labels: np.ndarray, bound_th: float = DEFAULT_BOUND_TH
 ) -> tuple[np.ndarray, np.ndarray]:
-    """J and F [n_gt, T - 2] of result id k against gt id k, first and last frames left out."""
+    """J and F [n_gt, T - 2] of result id k against gt id k, first and last frames left out.
+
+    gt_labels [T, H, W] must have void pixels already set to 0 (see davis.split_void): like the
+    official toolkit, this protocol does not exclude them. res_labels holds frames 1..T-2 only.
+    """
     n_gt = _n_gt_objects(gt_labels)
+    n_frames = max(len(gt_labels) - 2, 0)
+    if len(res_labels) != n_frames:
+        raise ValueError(f"expected results for the {n_frames} frames between the first and last, got {len(res_labels)}")
     n_res = int(res_labels.max(initial=0))
     if n_res > n_gt:
         raise ValueError(f"results have object id {n_res} but the ground truth only {n_gt} objects")
@@ -91,7 +98,6 @@ def score_semisupervised(
     res = _describe_labels(res_labels, n_gt, None, bound_th)
     j_scores = [pairwise_iou([r], [g])[0, 0] for r, g in zip(res, gt)]
     f_scores = [pairwise_boundary_f([r], [g])[0, 0] for r, g in zip(res, gt)]
-    n_frames = max(len(gt_labels) - 2, 0)
     return np.array(j_scores).reshape(n_gt, n_frames), np.array(f_scores).reshape(n_gt, n_frames)
 
 

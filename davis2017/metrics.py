@@ -4,14 +4,16 @@ The numbers are exactly those of the official DAVIS-2017 definitions (spec secti
 computation differs. The official toolkit runs seg2bmap and two full-frame disk dilations for every
 (result object, gt object, frame). Here each object is described once for all frames: the crops
 around its mask in every frame are stacked into one canvas (separated by empty margins as wide as
-the disk's reach), so the boundaries of all frames come from one vectorised seg2bmap and their
-disk dilations from a single cv2.dilate call. A pair of objects is then scored by looking up each
-boundary pixel of one object in the other's dilated canvas, all frames at once. The cost scales
-with the objects' size instead of the frame size times the number of pairs.
+the disk's reach), so the boundaries of all frames come from one vectorised seg2bmap, and the
+canvas is dilated once, on rows bit-packed into 64-bit words (horizontal runs by doubling shifts,
+then one OR per disk row). A pair of objects is scored by looking up each boundary pixel of one
+object in the other's dilated canvas, all frames at once. The cost scales with the objects' size
+instead of the frame size times the number of pairs.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -52,7 +54,7 @@ class ObjectFrames:
     (one background row/column of context where the image allows it). In the canvases its band
     starts at row band_start[t]; the crop sits `margin` rows below that and `margin` columns from
     the left, and every band ends with `margin` empty rows. Frames where the mask is empty have no
-    band (present[t] False). Boundary pixels are listed in image coordinates with their frame;
+    band (present[t] False; a mask left empty only by void removal keeps a band with area 0). Boundary pixels are listed in image coordinates with their frame;
     `dilated` is the canvas of every band's boundary dilated by the tolerance disk, bit-packed
     along rows (see pack_rows; None for J only).
     """
@@ -91,10 +93,11 @@ def _crop_boxes(masks: np.ndarray) -> np.ndarray:
     """[T, 4] boxes (y0, y1, x0, x1), end exclusive, around each frame's mask plus one pixel of
     background context on every side the image allows; zeros for empty frames."""
     n_frames, height, width = masks.shape
-    rows_any, cols_any = masks.any(axis=2), masks.any(axis=1)
+    rows_any = masks.any(axis=2)
     boxes = np.zeros((n_frames, 4), dtype=np.int64)
     for t in np.flatnonzero(rows_any.any(axis=1)):
-        (y0, y1), (x0, x1) = _first_last(rows_any[t]), _first_last(cols_any[t])
+        y0, y1 = _first_last(rows_any[t])
+        x0, x1 = _first_last(masks[t, y0 : y1 + 1].any(axis=0))
         boxes[t] = max(y0 - 1, 0), min(y1 + 2, height), max(x0 - 1, 0), min(x1 + 2, width)
     return boxes
 
@@ -112,7 +115,7 @@ def describe_object(
     present = heights > 0
     margin = 0 if kernel is None else max(max(kernel.shape) // 2, 1)
     band_heights = np.where(present, heights + 2 * margin, 0)
-    band_start = np.concatenate([[0], np.cumsum(band_heights)[:-1]]).astype(np.int64)
+    band_start = np.cumsum(band_heights) - band_heights
     canvas = np.zeros((int(band_heights.sum()), int(widths.max(initial=0)) + 2 * margin), dtype=bool)
     area = np.zeros(len(present), dtype=np.int64)
     for t in np.flatnonzero(present):
@@ -157,28 +160,38 @@ def pack_rows(image: np.ndarray) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view("<u8")
 
 
-def _shift_up(words: np.ndarray, shift: int) -> np.ndarray:
-    """Packed rows with every bit moved `shift` (1..63) columns to the right (higher x)."""
+def _shift_right(words: np.ndarray, shift: int) -> np.ndarray:
+    """Packed rows with every bit moved `shift` (1..63) columns to higher x."""
     moved = words << np.uint64(shift)
     moved[:, 1:] |= words[:, :-1] >> np.uint64(64 - shift)
     return moved
 
 
-def _shift_down(words: np.ndarray, shift: int) -> np.ndarray:
-    """Packed rows with every bit moved `shift` (1..63) columns to the left (lower x)."""
+def _shift_left(words: np.ndarray, shift: int) -> np.ndarray:
+    """Packed rows with every bit moved `shift` (1..63) columns to lower x."""
     moved = words >> np.uint64(shift)
     moved[:, :-1] |= words[:, 1:] << np.uint64(64 - shift)
     return moved
 
 
-def _row_intervals(kernel: np.ndarray) -> list[tuple[int, int, int]]:
-    """(dy, dx_lo, dx_hi) of each non-empty kernel row, offsets relative to cv2's centre anchor."""
-    anchor_y, anchor_x = kernel.shape[0] // 2, kernel.shape[1] // 2
+def _row_intervals(kernel: np.ndarray) -> tuple[tuple[int, int, int], ...] | None:
+    """(dy, -w, w) of each non-empty kernel row relative to cv2's centre anchor, when every row is
+    one run centred on the anchor column (any disk of integer radius); None otherwise."""
+    return _centred_row_runs(kernel.shape, kernel.astype(bool).tobytes())
+
+
+@functools.lru_cache(maxsize=8)
+def _centred_row_runs(shape: tuple[int, int], kernel_bytes: bytes) -> tuple[tuple[int, int, int], ...] | None:
+    kernel = np.frombuffer(kernel_bytes, dtype=bool).reshape(shape)
+    anchor_y, anchor_x = shape[0] // 2, shape[1] // 2
     intervals = []
     for i in np.flatnonzero(kernel.any(axis=1)):
         columns = np.flatnonzero(kernel[i])
-        intervals.append((int(i) - anchor_y, int(columns[0]) - anchor_x, int(columns[-1]) - anchor_x))
-    return intervals
+        lo, hi = int(columns[0]) - anchor_x, int(columns[-1]) - anchor_x
+        if lo != -hi or len(columns) != hi - lo + 1:
+            return None
+        intervals.append((int(i) - anchor_y, lo, hi))
+    return tuple(intervals)
 
 
 def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -189,11 +202,10 @@ def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     their vertical offsets. Other kernels go through cv2.dilate. Pixels outside the image count
     as background, like cv2's default border.
     """
-    intervals = _row_intervals(kernel)
-    runs = np.count_nonzero(kernel) == sum(hi - lo + 1 for _, lo, hi in intervals)
     if image.size == 0:
         return pack_rows(image)
-    if not (runs and all(lo == -hi for _, lo, hi in intervals)):
+    intervals = _row_intervals(kernel)
+    if intervals is None:
         return pack_rows(cv2.dilate(image.view(np.uint8), kernel).view(bool))
     words = pack_rows(image)
     by_width = {0: words}
@@ -201,7 +213,7 @@ def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     for target in sorted({hi for _, _, hi in intervals}):
         while width < target:  # dilating [-w, w] by s <= 2w + 1 keeps the run contiguous
             step = min(target - width, 2 * width + 1, 63)
-            current = current | _shift_up(current, step) | _shift_down(current, step)
+            current = current | _shift_right(current, step) | _shift_left(current, step)
             width += step
         by_width[target] = current
     dilated = np.zeros_like(words)
