@@ -6,7 +6,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -100,9 +100,21 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def evaluate(model: nn.Module, postprocessors: dict[str, nn.Module], args: Any, device: torch.device) -> dict[str, Any]:
-    """J, F and J&F on the dataset's scored split (one whose videos have annotations)."""
-    dataset = datasets.build_eval_dataset(args)
+def build_scored_split(args: Any) -> Optional[Any]:
+    """The dataset's valid split if it has ground-truth annotations to score against (synthetic does)."""
+    try:
+        dataset = datasets.build_dataset("valid", args)
+    except FileNotFoundError:
+        return None
+    root, split = getattr(dataset, "root", None), getattr(dataset, "split", None)
+    if root is None or not (Path(root) / split / "Annotations").is_dir():
+        return None
+    return dataset
+
+
+def evaluate(model: nn.Module, postprocessors: dict[str, nn.Module], dataset: Any, args: Any,
+             device: torch.device) -> dict[str, Any]:
+    """J, F and J&F over the expressions of a scored split."""
     return evaluate_video_expressions(model, postprocessors, dataset, device, max_items=args.max_eval_expressions)
 
 
@@ -131,8 +143,12 @@ def main(args: Any) -> dict[str, Any]:
     if args.resume:
         resume(model_without_ddp, optimizer, scheduler, args)
 
+    scored_split = build_scored_split(args) if args.eval or args.eval_every else None
     if args.eval:
-        stats = evaluate(model_without_ddp, postprocessors, args, device)
+        if scored_split is None:
+            raise SystemExit(f"--eval: dataset {args.dataset_file!r} has no annotated valid split to score; use "
+                             "the inference scripts to produce predictions instead")
+        stats = evaluate(model_without_ddp, postprocessors, scored_split, args, device)
         if is_main_process():
             write_json_atomic(output_dir / "eval.json", {k: v for k, v in stats.items()})
             logger.info("J&F %.4f  J %.4f  F %.4f  (%d expressions)", stats["jf"], stats["j"], stats["f"], stats["n"])
@@ -163,8 +179,8 @@ def main(args: Any) -> dict[str, Any]:
             state = {"model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
                      "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": args}
             save_checkpoint(state, output_dir / "checkpoint.pth")
-        if args.eval_every and (epoch + 1) % args.eval_every == 0 and datasets.has_eval_dataset(args):
-            stats = evaluate(model_without_ddp, postprocessors, args, device)
+        if scored_split is not None and (epoch + 1) % args.eval_every == 0:
+            stats = evaluate(model_without_ddp, postprocessors, scored_split, args, device)
             record.update({f"val_{k}": stats[k] for k in ("j", "f", "jf")})
             if writer is not None:
                 for k in ("j", "f", "jf"):

@@ -95,6 +95,11 @@ def _data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jhmdb_path", type=str, default="data/jhmdb_sentences")
     g.add_argument("--synthetic_path", type=str, default="data/synthetic",
                    help="ours: synthetic Ref-YTVOS-format dataset (generated there if missing)")
+    g.add_argument("--synthetic_seed", default=0, type=int, help="ours: seed of the generated synthetic dataset")
+    g.add_argument("--synthetic_train_videos", default=300, type=int, help="ours: synthetic train videos")
+    g.add_argument("--synthetic_valid_videos", default=60, type=int, help="ours: synthetic valid videos")
+    g.add_argument("--synthetic_frames", default=10, type=int, help="ours: frames per synthetic video")
+    g.add_argument("--synthetic_size", default=[96, 96], type=int, nargs=2, help="ours: synthetic frame H W")
     g.add_argument("--max_skip", default=3, type=int, help="unused (kept for upstream command lines)")
     g.add_argument("--max_size", default=640, type=int, help="max longer side of training resizes")
     g.add_argument("--train_short_sides", default=[288, 320, 352, 392, 416, 448, 480, 512], type=int, nargs="+",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from rvos_testing import ROOT
 from models import build_model
 from opts import parse_args
 from util.misc import nested_tensor_from_videos_list

