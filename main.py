@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import datasets
-from engine import evaluate_video_expressions, train_one_epoch
+from engine import train_one_epoch
 from models import build_model
 from models.registry import get_method
 from opts import parse_args
@@ -100,22 +100,11 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_scored_split(args: Any) -> Optional[Any]:
-    """The dataset's valid split if it has ground-truth annotations to score against (synthetic does)."""
-    try:
-        dataset = datasets.build_dataset("valid", args)
-    except FileNotFoundError:
-        return None
-    root, split = getattr(dataset, "root", None), getattr(dataset, "split", None)
-    if root is None or not (Path(root) / split / "Annotations").is_dir():
-        return None
-    return dataset
-
-
-def evaluate(model: nn.Module, postprocessors: dict[str, nn.Module], dataset: Any, args: Any,
-             device: torch.device) -> dict[str, Any]:
-    """J, F and J&F over the expressions of a scored split."""
-    return evaluate_video_expressions(model, postprocessors, dataset, device, max_items=args.max_eval_expressions)
+def evaluate(model: nn.Module, postprocessors: dict[str, nn.Module], args: Any,
+             device: torch.device) -> Optional[dict[str, Any]]:
+    """The dataset's own evaluation protocol (registered in datasets/), or None if it has nothing to score."""
+    evaluator = datasets.get_evaluator(args.dataset_file)
+    return None if evaluator is None else evaluator(model, postprocessors, args, device)
 
 
 def main(args: Any) -> dict[str, Any]:
@@ -143,15 +132,14 @@ def main(args: Any) -> dict[str, Any]:
     if args.resume:
         resume(model_without_ddp, optimizer, scheduler, args)
 
-    scored_split = build_scored_split(args) if args.eval or args.eval_every else None
     if args.eval:
-        if scored_split is None:
-            raise SystemExit(f"--eval: dataset {args.dataset_file!r} has no annotated valid split to score; use "
+        stats = evaluate(model_without_ddp, postprocessors, args, device)
+        if stats is None:
+            raise SystemExit(f"--eval: dataset {args.dataset_file!r} has no annotated split to score locally; use "
                              "the inference scripts to produce predictions instead")
-        stats = evaluate(model_without_ddp, postprocessors, scored_split, args, device)
         if is_main_process():
-            write_json_atomic(output_dir / "eval.json", {k: v for k, v in stats.items()})
-            logger.info("J&F %.4f  J %.4f  F %.4f  (%d expressions)", stats["jf"], stats["j"], stats["f"], stats["n"])
+            write_json_atomic(output_dir / "eval.json", stats)
+            logger.info("evaluation: %s", {k: v for k, v in stats.items() if isinstance(v, (int, float))})
         return stats
 
     train_set = datasets.build_dataset("train", args)
@@ -179,12 +167,13 @@ def main(args: Any) -> dict[str, Any]:
             state = {"model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
                      "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": args}
             save_checkpoint(state, output_dir / "checkpoint.pth")
-        if scored_split is not None and (epoch + 1) % args.eval_every == 0:
-            stats = evaluate(model_without_ddp, postprocessors, scored_split, args, device)
-            record.update({f"val_{k}": stats[k] for k in ("j", "f", "jf")})
+        if args.eval_every and (epoch + 1) % args.eval_every == 0:
+            stats = evaluate(model_without_ddp, postprocessors, args, device) or {}
+            scalars = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+            record.update({f"val_{k}": v for k, v in scalars.items()})
             if writer is not None:
-                for k in ("j", "f", "jf"):
-                    writer.add_scalar(f"val/{k}", stats[k], epoch)
+                for k, v in scalars.items():
+                    writer.add_scalar(f"val/{k}", v, epoch)
         if is_main_process():
             append_json_line(output_dir / "log.txt", record)
             logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from argparse import Namespace
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from torch.utils.data import Dataset
 
@@ -52,3 +52,24 @@ def get_dataset_builder(name: str) -> DatasetBuilder:
 def build_dataset(image_set: str, args: Namespace) -> Dataset:
     """Build split `image_set` ('train', 'val'/'valid', 'test') of dataset `args.dataset_file`."""
     return get_dataset_builder(args.dataset_file)(image_set, args)
+
+
+# An evaluator scores a model on a dataset's evaluation split with that benchmark's protocol:
+# fn(model, postprocessors, args, device) -> dict of metrics (rank 0 holds the final numbers), or None
+# when the dataset has nothing to score locally (e.g. Ref-YTVOS valid has no public annotations).
+Evaluator = Callable[..., Optional[dict[str, Any]]]
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def register_evaluator(name: str) -> Callable[[Evaluator], Evaluator]:
+    """Decorator registering the evaluation protocol of dataset `name` (used by main.py --eval and per epoch)."""
+    def decorator(fn: Evaluator) -> Evaluator:
+        EVALUATORS[name] = fn
+        return fn
+    return decorator
+
+
+def get_evaluator(name: str) -> Optional[Evaluator]:
+    """The evaluator of dataset `name` (importing its module first), or None if it has none."""
+    get_dataset_builder(name)
+    return EVALUATORS.get(name)

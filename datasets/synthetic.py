@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from datasets import register_dataset
-from datasets.ytvos import build_ytvos_split
+from datasets import register_dataset, register_evaluator
+from datasets.ytvos import build_ytvos_split, evaluate_ytvos_format
 
 logger = logging.getLogger(__name__)
 
@@ -631,3 +631,10 @@ def build_synthetic(image_set: str, args: Namespace) -> Dataset:
     cfg, requested = config_from_args(args)
     root = ensure_synthetic(Path(args.synthetic_path), cfg, requested)
     return build_ytvos_split(root, image_set, args)
+
+
+@register_evaluator("synthetic")
+def evaluate_synthetic(model: Any, postprocessors: dict, args: Namespace, device: Any, **kwargs: Any) -> Optional[dict[str, Any]]:
+    """J, F and J&F on the synthetic valid split (it has annotations, unlike Ref-YTVOS valid)."""
+    root = ensure_synthetic(Path(args.synthetic_path), *config_from_args(args))
+    return evaluate_ytvos_format(root, model, postprocessors, args, device, **kwargs)

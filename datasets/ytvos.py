@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datasets import register_dataset
+from datasets import register_dataset, register_evaluator
 from datasets.transforms_video import make_video_transforms
 
 logger = logging.getLogger(__name__)
@@ -350,3 +350,29 @@ def build_ytvos_split(root: Path, image_set: str, args: Namespace,
 def build_ytvos(image_set: str, args: Namespace) -> Dataset:
     """Ref-YouTube-VOS from args.ytvos_path."""
     return build_ytvos_split(Path(args.ytvos_path), image_set, args)
+
+
+def scored_split(image_set: str, args: Namespace, root: Path) -> Optional[Dataset]:
+    """The evaluation split if its videos have ground-truth annotations (our synthetic valid, a held-out train)."""
+    split = "valid" if image_set in ("val", "valid") else image_set
+    if not (Path(root) / split / "Annotations").is_dir():
+        return None
+    return build_ytvos_split(Path(root), split, args)
+
+
+def evaluate_ytvos_format(root: Path, model: Any, postprocessors: dict, args: Namespace, device: Any,
+                          **kwargs: Any) -> Optional[dict[str, Any]]:
+    """J, F and J&F per expression (DAVIS definitions) on an annotated Ref-YTVOS-format split; None without GT."""
+    from engine import evaluate_video_expressions
+
+    dataset = scored_split(getattr(args, "eval_split", "valid"), args, root)
+    if dataset is None:
+        return None
+    return evaluate_video_expressions(model, postprocessors, dataset, device, max_items=args.max_eval_expressions,
+                                      **kwargs)
+
+
+@register_evaluator("ytvos")
+def evaluate_ytvos(model: Any, postprocessors: dict, args: Namespace, device: Any, **kwargs: Any) -> Optional[dict[str, Any]]:
+    """Local scoring of Ref-YTVOS is possible only for an annotated split (the official valid is scored online)."""
+    return evaluate_ytvos_format(Path(args.ytvos_path), model, postprocessors, args, device, **kwargs)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import evaluate_video_expressions, predict_video  # noqa: E402
-from main import build_scored_split, main as train_main  # noqa: E402
+from datasets.ytvos import scored_split  # noqa: E402
+from main import main as train_main  # noqa: E402
 from models import build_model  # noqa: E402
 from opts import parse_args  # noqa: E402
 from util.checkpoint import load_checkpoint, load_model_weights, model_state_from_checkpoint  # noqa: E402
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if missing or unexpected or mismatched:
         raise RuntimeError(f"checkpoint does not match the model: {missing[:3]} {unexpected[:3]} {mismatched[:3]}")
     device = torch.device("cpu")
-    dataset = build_scored_split(eval_args)
+    dataset = scored_split("valid", eval_args, Path(args.data_dir))
     true_stats = evaluate_video_expressions(model, postprocessors, dataset, device)
     lookup = swapped_caption_lookup(dataset)
     swapped = evaluate_video_expressions(model, postprocessors, dataset, device,
