@@ -6,6 +6,7 @@ group named after it (``add_args``), so ``--help`` lists everything that exists.
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Optional, Sequence
 
 
@@ -138,6 +139,14 @@ def _run(p: argparse.ArgumentParser) -> None:
                    help="ours: score at most N valid expressions (0: all)")
 
 
+def _add_optional_flags(parser: argparse.ArgumentParser, module_name: str, function: str) -> None:
+    """Flags contributed by a subsystem module (distributed/resume, benchmarks), when that module exists."""
+    import importlib.util
+
+    if importlib.util.find_spec(module_name) is not None:
+        getattr(importlib.import_module(module_name), function)(parser)
+
+
 def get_args_parser(methods: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
     """The shared parser (add_help False, used as a parent) plus every registered method's flag group."""
     from models.registry import METHODS, import_builtin_methods
@@ -145,6 +154,8 @@ def get_args_parser(methods: Optional[Sequence[str]] = None) -> argparse.Argumen
     parser = argparse.ArgumentParser("RVOS training and evaluation", add_help=False)
     for section in (_optimisation, _model, _loss, _data, _run):
         section(parser)
+    for module_name, function in (("util.run_flags", "add_run_args"), ("util.benchmark_flags", "add_benchmark_args")):
+        _add_optional_flags(parser, module_name, function)
     import_builtin_methods()
     for name in methods or sorted(METHODS):
         METHODS[name].add_args(parser)
