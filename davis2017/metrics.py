@@ -18,7 +18,6 @@ import math
 import warnings
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 DEFAULT_BOUND_TH = 0.008
@@ -78,6 +77,11 @@ class ObjectFrames:
     def n_frames(self) -> int:
         return len(self.present)
 
+    @property
+    def band_heights(self) -> np.ndarray:
+        """Canvas rows of each frame's band (0 for absent frames)."""
+        return np.where(self.present, self.height + 2 * self.margin, 0)
+
     def mask_crop(self, t: int) -> np.ndarray:
         """View of frame t's mask crop (frame t must be present)."""
         top = self.band_start[t] + self.margin
@@ -116,7 +120,10 @@ def describe_object(
     margin = 0 if kernel is None else max(max(kernel.shape) // 2, 1)
     band_heights = np.where(present, heights + 2 * margin, 0)
     band_start = np.cumsum(band_heights) - band_heights
-    canvas = np.zeros((int(band_heights.sum()), int(widths.max(initial=0)) + 2 * margin), dtype=bool)
+    n_cols = -(-(int(widths.max(initial=0)) + 2 * margin) // 64) * 64  # whole 64-bit words per row
+    # one extra zero row and column hold the right/bottom neighbours of the canvas' last pixels
+    storage = np.zeros((int(band_heights.sum()) + 1, n_cols + 1), dtype=bool)
+    canvas = storage[:-1, :-1]
     area = np.zeros(len(present), dtype=np.int64)
     for t in np.flatnonzero(present):
         y0, y1, x0, x1 = boxes[t]
@@ -131,16 +138,16 @@ def describe_object(
     )
     if kernel is None:
         return frames
-    return _with_boundaries(frames, masks.shape[1:], kernel, band_heights)
+    return _with_boundaries(frames, storage, masks.shape[1:], kernel)
 
 
 def _with_boundaries(
-    frames: ObjectFrames, image_shape: tuple[int, int], kernel: np.ndarray, band_heights: np.ndarray
+    frames: ObjectFrames, storage: np.ndarray, image_shape: tuple[int, int], kernel: np.ndarray
 ) -> ObjectFrames:
     """Add boundary pixels (seg2bmap of every crop) and the dilated boundary canvas."""
-    boundary = _canvas_boundary(frames, image_shape, band_heights)
+    boundary = _canvas_boundary(frames, storage, image_shape)
     rows, cols = np.divmod(np.flatnonzero(boundary), boundary.shape[1])
-    frame = np.repeat(np.arange(frames.n_frames), band_heights)[rows]
+    frame = np.repeat(np.arange(frames.n_frames), frames.band_heights)[rows]
     top = frames.band_start + frames.margin
     return dataclasses.replace(
         frames,
@@ -155,23 +162,27 @@ def _with_boundaries(
 def pack_rows(image: np.ndarray) -> np.ndarray:
     """Bit-pack a bool image along rows into uint64 words: column x is bit x % 64 of word x // 64."""
     n_rows, n_cols = image.shape
-    padded = np.zeros((n_rows, -(-n_cols // 64) * 64), dtype=bool)
-    padded[:, :n_cols] = image
-    return np.packbits(padded, axis=1, bitorder="little").view("<u8")
+    if n_cols % 64:
+        padded = np.zeros((n_rows, -(-n_cols // 64) * 64), dtype=bool)
+        padded[:, :n_cols] = image
+        image = padded
+    return np.packbits(image, axis=1, bitorder="little").view("<u8")
 
 
-def _shift_right(words: np.ndarray, shift: int) -> np.ndarray:
-    """Packed rows with every bit moved `shift` (1..63) columns to higher x."""
-    moved = words << np.uint64(shift)
-    moved[:, 1:] |= words[:, :-1] >> np.uint64(64 - shift)
-    return moved
-
-
-def _shift_left(words: np.ndarray, shift: int) -> np.ndarray:
-    """Packed rows with every bit moved `shift` (1..63) columns to lower x."""
-    moved = words >> np.uint64(shift)
-    moved[:, :-1] |= words[:, 1:] << np.uint64(64 - shift)
-    return moved
+def _dilate_run(words: np.ndarray, step: int, scratch: np.ndarray) -> np.ndarray:
+    """Packed rows OR-ed with themselves shifted by -step and +step columns (1 <= step <= 63)."""
+    dilated = words.copy()
+    np.left_shift(words, step, out=scratch)  # towards higher x, within each word ...
+    dilated |= scratch
+    np.right_shift(words[:, :-1], 64 - step, out=scratch[:, 1:])  # ... and into the next word
+    scratch[:, 0] = 0
+    dilated |= scratch
+    np.right_shift(words, step, out=scratch)  # towards lower x
+    dilated |= scratch
+    np.left_shift(words[:, 1:], 64 - step, out=scratch[:, :-1])
+    scratch[:, -1] = 0
+    dilated |= scratch
+    return dilated
 
 
 def _row_intervals(kernel: np.ndarray) -> tuple[tuple[int, int, int], ...] | None:
@@ -200,20 +211,23 @@ def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     A disk whose rows are centred runs (any integer radius) is dilated on packed words: each row
     half-width is a horizontal dilation built by doubling shifts, and the rows are OR-ed with
     their vertical offsets. Other kernels go through cv2.dilate. Pixels outside the image count
-    as background, like cv2's default border.
+    as background, like cv2's default border; bits past the image width are unspecified.
     """
     if image.size == 0:
         return pack_rows(image)
     intervals = _row_intervals(kernel)
     if intervals is None:
+        import cv2  # only for unusual kernels (bound_th >= 1 with a fractional radius)
+
         return pack_rows(cv2.dilate(image.view(np.uint8), kernel).view(bool))
     words = pack_rows(image)
+    scratch = np.empty_like(words)
     by_width = {0: words}
     width, current = 0, words
     for target in sorted({hi for _, _, hi in intervals}):
         while width < target:  # dilating [-w, w] by s <= 2w + 1 keeps the run contiguous
             step = min(target - width, 2 * width + 1, 63)
-            current = current | _shift_right(current, step) | _shift_left(current, step)
+            current = _dilate_run(current, step, scratch)
             width += step
         by_width[target] = current
     dilated = np.zeros_like(words)
@@ -228,27 +242,28 @@ def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return dilated
 
 
-def _canvas_boundary(frames: ObjectFrames, image_shape: tuple[int, int], band_heights: np.ndarray) -> np.ndarray:
-    """seg2bmap of every crop in the mask canvas.
+def _canvas_boundary(frames: ObjectFrames, storage: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """seg2bmap of every crop in the mask canvas (storage = canvas plus a zero row and column).
 
     A pixel is a boundary pixel when it differs from its right, bottom or bottom-right neighbour.
     Crops touching the image's last row (column) get the official rule there: only the right
     (bottom) neighbour counts, and the image's bottom-right corner is never a boundary pixel.
     """
-    canvas, margin = frames.masks, frames.margin
-    n_rows, n_cols = canvas.shape
-    padded = np.zeros((n_rows + 1, n_cols + 1), dtype=bool)
-    padded[:n_rows, :n_cols] = canvas
-    right, below = padded[:n_rows, 1:], padded[1:, :n_cols]
-    boundary = (canvas ^ right) | (canvas ^ below) | (canvas ^ padded[1:, 1:])
+    canvas, right, below, margin = storage[:-1, :-1], storage[:-1, 1:], storage[1:, :-1], frames.margin
+    boundary = np.not_equal(canvas, right)
+    scratch = np.not_equal(canvas, below)
+    boundary |= scratch
+    np.not_equal(canvas, storage[1:, 1:], out=scratch)
+    boundary |= scratch
     # pixels left of or above a crop lie outside it (possibly outside the image): never boundary
     boundary[:, :margin] = False
-    in_crop = np.zeros(n_rows, dtype=bool)
-    for t in np.flatnonzero(frames.present):
-        top = frames.band_start[t] + margin
-        in_crop[top : top + frames.height[t]] = True
-        _apply_image_edge_rule(frames, t, image_shape, canvas, right, below, boundary)
+    present = np.flatnonzero(frames.present)
+    band_rows = np.stack([np.full(len(present), margin), frames.height[present], np.full(len(present), margin)], 1)
+    in_crop = np.repeat(np.tile([False, True, False], len(present)), band_rows.ravel())
     boundary &= in_crop[:, None]
+    at_edge = (frames.origin_y + frames.height == image_shape[0]) | (frames.origin_x + frames.width == image_shape[1])
+    for t in np.flatnonzero(frames.present & at_edge):
+        _apply_image_edge_rule(frames, t, image_shape, canvas, right, below, boundary)
     return boundary
 
 

@@ -155,16 +155,26 @@ def test_objects_touching_every_image_edge_equal_reference():
                                   reference.db_eval_boundary(masks, other, bound_th=2))
 
 
-@pytest.mark.parametrize("radius", [1, 2.5, 8])
-def test_packed_dilation_equals_cv2(radius: float):
+@pytest.mark.parametrize("radius, width", [(1, 150), (2.5, 150), (8, 150), (8, 128), (70, 130)])
+def test_packed_dilation_equals_cv2(radius: float, width: int):
     import cv2
 
     rng = np.random.default_rng(int(radius * 10))
-    image = rng.random((37, 150)) < 0.02
+    image = rng.random((37, width)) < 0.02
+    image[:, [0, -1]] = True
     kernel = disk(radius)
     unpacked = np.unpackbits(dilate_packed(image, kernel).view(np.uint8), axis=1, bitorder="little")
     expected = cv2.dilate(image.astype(np.uint8), kernel)
     np.testing.assert_array_equal(unpacked[:, : image.shape[1]], expected)
+
+
+def test_packed_dilation_does_not_wrap_across_rows():
+    import cv2
+
+    image = np.zeros((10, 128), dtype=bool)  # exactly two words per row
+    image[5, 0] = image[2, 127] = True
+    unpacked = np.unpackbits(dilate_packed(image, disk(1)).view(np.uint8), axis=1, bitorder="little")
+    np.testing.assert_array_equal(unpacked, cv2.dilate(image.astype(np.uint8), disk(1)))
 
 
 def test_scalar_and_sequence_outputs():
