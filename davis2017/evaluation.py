@@ -42,7 +42,8 @@ def _describe_labels(
 ) -> list[ObjectFrames]:
     """Describe objects 1..n_objects of label maps [T, H, W]; ids absent from the maps are empty."""
     kernel = tolerance_disk(*labels.shape[1:], bound_th)
-    return [describe_object(labels == k, void, kernel) for k in range(1, n_objects + 1)]
+    mask = np.empty(labels.shape, dtype=bool)  # re-used: fresh large arrays cost page faults
+    return [describe_object(np.equal(labels, k, out=mask), void, kernel) for k in range(1, n_objects + 1)]
 
 
 def _n_gt_objects(gt_labels: np.ndarray, void: np.ndarray | None = None) -> int:
