@@ -132,6 +132,8 @@ pybind11::dict build_info() {
 #else
   info["with_cuda"] = false;
 #endif
+  const CpuIsa isa = cpu_isa();
+  info["cpu_isa"] = isa == CpuIsa::kAvx512 ? "avx512" : isa == CpuIsa::kAvx2 ? "avx2" : "baseline";
 #ifdef _OPENMP
   info["openmp"] = true;
 #else

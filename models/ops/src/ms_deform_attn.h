@@ -22,6 +22,10 @@ struct Dims {
   int64_t points;    // P
 };
 
+// Instruction set the CPU kernels run with (chosen once at run time on x86, baseline elsewhere).
+enum class CpuIsa { kBaseline, kAvx2, kAvx512 };
+CpuIsa cpu_isa();
+
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                        const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
                        const at::Tensor& attn_weight, const Dims& dims);
