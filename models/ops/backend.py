@@ -144,7 +144,8 @@ def _resolve(requested: str) -> Backend:
         if errors:
             _warn_fallback(f"the CUDA kernel could not be built, CUDA tensors use the pure-PyTorch path "
                            f"({errors[0]})")
-        return Backend(requested, extension, origin, cuda, "; ".join([why, *errors]))
+        has_cuda = bool(extension.build_info().get("with_cuda"))
+        return Backend(requested, extension, origin, has_cuda, "; ".join([why, *errors]))
     if requested != "auto":
         raise RuntimeError(f"{IMPL_ENV}={requested} but the deformable attention extension could not be "
                            f"built: {'; '.join(errors)}")

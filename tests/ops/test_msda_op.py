@@ -76,8 +76,9 @@ def test_reduced_precision_forward_and_backward(use_impl, impl: str, device: str
     assert value.grad.dtype == dtype and torch.isfinite(value.grad.float()).all()
 
 
-def test_forward_accepts_mixed_precision_by_promotion(use_impl) -> None:
-    use_impl("cpu")
+@pytest.mark.parametrize("impl", ["cpu", "pytorch"])
+def test_forward_accepts_mixed_precision_by_promotion(use_impl, impl: str) -> None:
+    use_impl(impl)
     inputs = make_op_inputs(2, 2, 8, 3, SHAPES, 2, dtype=torch.float32)
     output = ms_deform_attn(inputs.value, inputs.spatial_shapes, inputs.level_start_index,
                             inputs.sampling_locations.double(), inputs.attention_weights)

@@ -72,14 +72,16 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     The first call builds (or loads from cache) the compiled op; see ``models/ops/backend.py``. Floating
     inputs of mixed precision are promoted to a common dtype.
     """
+    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
+    value, sampling_locations, attention_weights = (t.to(dtype) for t in (value, sampling_locations,
+                                                                          attention_weights))
     if backend.implementation_for(value.device) == "pytorch":
         return ms_deform_attn_core_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
-    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
     return MSDeformAttnFunction.apply(
-        value.to(dtype).contiguous(),
+        value.contiguous(),
         spatial_shapes.to(device=value.device, dtype=torch.long).contiguous(),
         level_start_index.to(device=value.device, dtype=torch.long).contiguous(),
-        sampling_locations.to(dtype).contiguous(),
-        attention_weights.to(dtype).contiguous(),
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
         im2col_step,
     )

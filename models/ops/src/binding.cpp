@@ -84,10 +84,12 @@ Prepared prepare(const at::Tensor& value, const at::Tensor& spatial_shapes, cons
   return p;
 }
 
+#ifndef MSDA_WITH_CUDA
 [[noreturn]] void fail_without_cuda() {
   TORCH_CHECK(false, "this deformable attention build has no CUDA kernel; rebuild with a CUDA toolkit "
                      "(MSDA_IMPL=cuda) or use MSDA_IMPL=pytorch");
 }
+#endif
 
 // im2col_step is kept for signature compatibility with the original op; the kernels need no chunking.
 at::Tensor forward(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
