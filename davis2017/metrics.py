@@ -93,17 +93,26 @@ def _first_last(flags: np.ndarray) -> tuple[int, int]:
     return int(flags.argmax()), len(flags) - 1 - int(flags[::-1].argmax())
 
 
-def _crop_boxes(masks: np.ndarray) -> np.ndarray:
-    """[T, 4] boxes (y0, y1, x0, x1), end exclusive, around each frame's mask plus one pixel of
-    background context on every side the image allows; zeros for empty frames."""
+def _frame_crops(masks: np.ndarray, void: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Per frame, the box (y0, y1, x0, x1), end exclusive, around the mask plus one pixel of
+    background context on every side the image allows, and the non-void mask inside it.
+
+    Works frame by frame so that each frame is read from memory once and then hit in cache.
+    """
     n_frames, height, width = masks.shape
-    rows_any = masks.any(axis=2)
     boxes = np.zeros((n_frames, 4), dtype=np.int64)
-    for t in np.flatnonzero(rows_any.any(axis=1)):
-        y0, y1 = _first_last(rows_any[t])
+    crops: list[np.ndarray | None] = [None] * n_frames
+    for t in range(n_frames):
+        rows = masks[t].any(axis=1)
+        if not rows.any():
+            continue
+        y0, y1 = _first_last(rows)
         x0, x1 = _first_last(masks[t, y0 : y1 + 1].any(axis=0))
-        boxes[t] = max(y0 - 1, 0), min(y1 + 2, height), max(x0 - 1, 0), min(x1 + 2, width)
-    return boxes
+        boxes[t] = ya, yb, xa, xb = max(y0 - 1, 0), min(y1 + 2, height), max(x0 - 1, 0), min(x1 + 2, width)
+        crops[t] = masks[t, ya:yb, xa:xb]
+        if void is not None:
+            crops[t] = crops[t] & ~np.asarray(void[t, ya:yb, xa:xb], dtype=bool)
+    return boxes, crops
 
 
 def describe_object(
@@ -114,7 +123,7 @@ def describe_object(
     With a tolerance kernel (see tolerance_disk) boundaries and dilated boundaries are built too.
     """
     masks = np.asarray(masks).astype(bool, copy=False)
-    boxes = _crop_boxes(masks)
+    boxes, crops = _frame_crops(masks, void)
     heights, widths = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
     present = heights > 0
     margin = 0 if kernel is None else max(max(kernel.shape) // 2, 1)
@@ -126,16 +135,10 @@ def describe_object(
     canvas = storage[:-1, :-1]
     area = np.zeros(len(present), dtype=np.int64)
     for t in np.flatnonzero(present):
-        y0, y1, x0, x1 = boxes[t]
-        crop = masks[t, y0:y1, x0:x1]
-        if void is not None:
-            crop = crop & ~np.asarray(void[t, y0:y1, x0:x1], dtype=bool)
         top = band_start[t] + margin
-        canvas[top : top + y1 - y0, margin : margin + x1 - x0] = crop
-        area[t] = np.count_nonzero(crop)
-    frames = ObjectFrames(
-        present, boxes[:, 0], boxes[:, 2], heights, widths, band_start, margin, canvas, area
-    )
+        canvas[top : top + heights[t], margin : margin + widths[t]] = crops[t]
+        area[t] = np.count_nonzero(crops[t])
+    frames = ObjectFrames(present, boxes[:, 0], boxes[:, 2], heights, widths, band_start, margin, canvas, area)
     if kernel is None:
         return frames
     return _with_boundaries(frames, storage, masks.shape[1:], kernel)
@@ -145,8 +148,8 @@ def _with_boundaries(
     frames: ObjectFrames, storage: np.ndarray, image_shape: tuple[int, int], kernel: np.ndarray
 ) -> ObjectFrames:
     """Add boundary pixels (seg2bmap of every crop) and the dilated boundary canvas."""
-    boundary = _canvas_boundary(frames, storage, image_shape)
-    rows, cols = np.divmod(np.flatnonzero(boundary), boundary.shape[1])
+    boundary = _packed_boundary(frames, storage, image_shape)
+    rows, cols = _set_bits(boundary)
     frame = np.repeat(np.arange(frames.n_frames), frames.band_heights)[rows]
     top = frames.band_start + frames.margin
     return dataclasses.replace(
@@ -155,7 +158,7 @@ def _with_boundaries(
         boundary_y=rows - top[frame] + frames.origin_y[frame],
         boundary_x=cols - frames.margin + frames.origin_x[frame],
         n_boundary=np.bincount(frame, minlength=frames.n_frames),
-        dilated=dilate_packed(boundary, kernel),
+        dilated=dilate_words(boundary, kernel),
     )
 
 
@@ -169,20 +172,30 @@ def pack_rows(image: np.ndarray) -> np.ndarray:
     return np.packbits(image, axis=1, bitorder="little").view("<u8")
 
 
-def _dilate_run(words: np.ndarray, step: int, scratch: np.ndarray) -> np.ndarray:
-    """Packed rows OR-ed with themselves shifted by -step and +step columns (1 <= step <= 63)."""
-    dilated = words.copy()
-    np.left_shift(words, step, out=scratch)  # towards higher x, within each word ...
-    dilated |= scratch
-    np.right_shift(words[:, :-1], 64 - step, out=scratch[:, 1:])  # ... and into the next word
-    scratch[:, 0] = 0
-    dilated |= scratch
-    np.right_shift(words, step, out=scratch)  # towards lower x
-    dilated |= scratch
-    np.left_shift(words[:, 1:], 64 - step, out=scratch[:, :-1])
-    scratch[:, -1] = 0
-    dilated |= scratch
-    return dilated
+def _set_bits(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the set bits of packed rows, in row-major order."""
+    flat = words.ravel()
+    set_words = np.flatnonzero(flat)
+    bits = np.flatnonzero(np.unpackbits(flat[set_words].view(np.uint8), bitorder="little").view(bool))
+    word = set_words[bits >> 6]
+    return word // words.shape[1], (word % words.shape[1]) * 64 + (bits & 63)
+
+
+def _shift_columns(words: np.ndarray, step: int, out: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """Packed rows with every bit moved `step` columns (towards higher x if step > 0), 1 <= |step| <= 63.
+
+    Bits moved past either end of a row are dropped; `carry` is scratch space of the same shape.
+    """
+    if step > 0:
+        np.left_shift(words, step, out=out)
+        np.right_shift(words[:, :-1], 64 - step, out=carry[:, 1:])
+        carry[:, 0] = 0
+    else:
+        np.right_shift(words, -step, out=out)
+        np.left_shift(words[:, 1:], 64 + step, out=carry[:, :-1])
+        carry[:, -1] = 0
+    out |= carry
+    return out
 
 
 def _row_intervals(kernel: np.ndarray) -> tuple[tuple[int, int, int], ...] | None:
@@ -206,29 +219,35 @@ def _centred_row_runs(shape: tuple[int, int], kernel_bytes: bytes) -> tuple[tupl
 
 
 def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """cv2.dilate(image, kernel) of a bool image, returned bit-packed (see pack_rows).
+    """cv2.dilate(image, kernel) of a bool image, returned bit-packed (see pack_rows)."""
+    return dilate_words(pack_rows(image), kernel)
 
-    A disk whose rows are centred runs (any integer radius) is dilated on packed words: each row
+
+def dilate_words(words: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.dilate by `kernel` of a bit-packed image (see pack_rows), bit-packed.
+
+    A disk whose rows are centred runs (any integer radius) is dilated on the words: each row
     half-width is a horizontal dilation built by doubling shifts, and the rows are OR-ed with
     their vertical offsets. Other kernels go through cv2.dilate. Pixels outside the image count
     as background, like cv2's default border; bits past the image width are unspecified.
     """
-    if image.size == 0:
-        return pack_rows(image)
     intervals = _row_intervals(kernel)
+    if words.size == 0:
+        return words.copy()
     if intervals is None:
         import cv2  # only for unusual kernels (bound_th >= 1 with a fractional radius)
 
-        return pack_rows(cv2.dilate(image.view(np.uint8), kernel).view(bool))
-    words = pack_rows(image)
-    scratch = np.empty_like(words)
+        image = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
+        return pack_rows(cv2.dilate(image, kernel).view(bool))
+    shifted, carry = np.empty_like(words), np.empty_like(words)
     by_width = {0: words}
     width, current = 0, words
     for target in sorted({hi for _, _, hi in intervals}):
         while width < target:  # dilating [-w, w] by s <= 2w + 1 keeps the run contiguous
             step = min(target - width, 2 * width + 1, 63)
-            current = _dilate_run(current, step, scratch)
-            width += step
+            widened = current | _shift_columns(current, step, shifted, carry)
+            widened |= _shift_columns(current, -step, shifted, carry)
+            current, width = widened, width + step
         by_width[target] = current
     dilated = np.zeros_like(words)
     n_rows = len(words)
@@ -242,28 +261,31 @@ def dilate_packed(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return dilated
 
 
-def _canvas_boundary(frames: ObjectFrames, storage: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """seg2bmap of every crop in the mask canvas (storage = canvas plus a zero row and column).
+def _packed_boundary(frames: ObjectFrames, storage: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """seg2bmap of every crop in the mask canvas, bit-packed (storage = canvas + a zero row/column).
 
     A pixel is a boundary pixel when it differs from its right, bottom or bottom-right neighbour.
     Crops touching the image's last row (column) get the official rule there: only the right
     (bottom) neighbour counts, and the image's bottom-right corner is never a boundary pixel.
     """
-    canvas, right, below, margin = storage[:-1, :-1], storage[:-1, 1:], storage[1:, :-1], frames.margin
-    boundary = np.not_equal(canvas, right)
-    scratch = np.not_equal(canvas, below)
+    words = np.packbits(storage[:, :-1], axis=1, bitorder="little").view("<u8")
+    here, below = words[:-1], words[1:]
+    scratch, carry = np.empty_like(here), np.empty_like(here)
+    right = _shift_columns(here, -1, np.empty_like(here), carry)  # bit x holds pixel x + 1
+    boundary = here ^ right
+    np.bitwise_xor(here, below, out=scratch)
     boundary |= scratch
-    np.not_equal(canvas, storage[1:, 1:], out=scratch)
+    np.bitwise_xor(here, _shift_columns(below, -1, scratch, carry), out=scratch)
     boundary |= scratch
-    # pixels left of or above a crop lie outside it (possibly outside the image): never boundary
-    boundary[:, :margin] = False
-    present = np.flatnonzero(frames.present)
-    band_rows = np.stack([np.full(len(present), margin), frames.height[present], np.full(len(present), margin)], 1)
-    in_crop = np.repeat(np.tile([False, True, False], len(present)), band_rows.ravel())
-    boundary &= in_crop[:, None]
     at_edge = (frames.origin_y + frames.height == image_shape[0]) | (frames.origin_x + frames.width == image_shape[1])
     for t in np.flatnonzero(frames.present & at_edge):
-        _apply_image_edge_rule(frames, t, image_shape, canvas, right, below, boundary)
+        _apply_image_edge_rule(frames, t, image_shape, here, right, below, boundary)
+    # pixels left of or above a crop lie outside it (possibly outside the image): never boundary
+    boundary &= pack_rows(np.arange(boundary.shape[1] * 64)[None] >= frames.margin)
+    present = np.flatnonzero(frames.present)
+    band_rows = np.stack([np.full(len(present), frames.margin), frames.height[present],
+                          np.full(len(present), frames.margin)], 1)
+    boundary[~np.repeat(np.tile([False, True, False], len(present)), band_rows.ravel())] = 0
     return boundary
 
 
@@ -271,22 +293,24 @@ def _apply_image_edge_rule(
     frames: ObjectFrames,
     t: int,
     image_shape: tuple[int, int],
-    canvas: np.ndarray,
+    here: np.ndarray,
     right: np.ndarray,
     below: np.ndarray,
     boundary: np.ndarray,
 ) -> None:
-    """Official seg2bmap rule on the image's last row and column, for the crop of frame t."""
-    top, left = frames.band_start[t] + frames.margin, frames.margin
-    bottom, end = top + frames.height[t] - 1, left + frames.width[t] - 1
+    """Official seg2bmap rule on the image's last row and column, for the crop of frame t (packed)."""
+    top = frames.band_start[t] + frames.margin
+    bottom, end = top + frames.height[t] - 1, frames.margin + frames.width[t] - 1
+    word, bit = end // 64, np.uint64(1) << np.uint64(end % 64)
     at_bottom = frames.origin_y[t] + frames.height[t] == image_shape[0]
     at_right = frames.origin_x[t] + frames.width[t] == image_shape[1]
-    if at_bottom:
-        boundary[bottom, left : end + 1] = canvas[bottom, left : end + 1] ^ right[bottom, left : end + 1]
+    if at_bottom:  # the crop's other rows and columns of this canvas row are empty
+        boundary[bottom] = here[bottom] ^ right[bottom]
     if at_right:
-        boundary[top : bottom + 1, end] = canvas[top : bottom + 1, end] ^ below[top : bottom + 1, end]
+        column = slice(top, bottom + 1)
+        boundary[column, word] = (boundary[column, word] & ~bit) | ((here[column, word] ^ below[column, word]) & bit)
     if at_bottom and at_right:
-        boundary[bottom, end] = False
+        boundary[bottom, word] &= ~bit
 
 
 def _shared_frame_count(objects: Sequence[ObjectFrames]) -> int:
