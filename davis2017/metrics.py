@@ -4,11 +4,11 @@ The numbers are exactly those of the official DAVIS-2017 definitions (spec secti
 computation differs. The official toolkit runs seg2bmap and two full-frame disk dilations for every
 (result object, gt object, frame). Here each object is described once for all frames: the crops
 around its mask in every frame are stacked into one canvas (separated by empty margins as wide as
-the disk's reach), so the boundaries of all frames come from one vectorised seg2bmap, and the
-canvas is dilated once, on rows bit-packed into 64-bit words (horizontal runs by doubling shifts,
-then one OR per disk row). A pair of objects is scored by looking up each boundary pixel of one
-object in the other's dilated canvas, all frames at once. The cost scales with the objects' size
-instead of the frame size times the number of pairs.
+the disk's reach) and bit-packed into 64-bit words along rows, so one vectorised seg2bmap on the
+words gives the boundaries of all frames and one dilation on the words (horizontal runs by
+doubling shifts, then one OR per disk row) their tolerance regions. A pair of objects is scored by
+looking up each boundary pixel of one object in the other's dilated canvas, all frames at once.
+The cost scales with the objects' size instead of the frame size times the number of pairs.
 """
 from __future__ import annotations
 
@@ -53,9 +53,10 @@ class ObjectFrames:
     (one background row/column of context where the image allows it). In the canvases its band
     starts at row band_start[t]; the crop sits `margin` rows below that and `margin` columns from
     the left, and every band ends with `margin` empty rows. Frames where the mask is empty have no
-    band (present[t] False; a mask left empty only by void removal keeps a band with area 0). Boundary pixels are listed in image coordinates with their frame;
-    `dilated` is the canvas of every band's boundary dilated by the tolerance disk, bit-packed
-    along rows (see pack_rows; None for J only).
+    band (present[t] False; a mask emptied only by void removal keeps a band with area 0).
+    Boundary pixels are listed in image coordinates with their frame; `dilated` is the canvas of
+    every band's boundary dilated by the tolerance disk, bit-packed along rows (see pack_rows).
+    The boundary fields are None for objects described for J only.
     """
 
     present: np.ndarray
@@ -75,6 +76,7 @@ class ObjectFrames:
 
     @property
     def n_frames(self) -> int:
+        """Number of frames described."""
         return len(self.present)
 
     @property
