@@ -69,20 +69,24 @@ class DAVISDataset:
 
     @property
     def image_dir(self) -> str:
+        """JPEG frames: <root>/JPEGImages/<resolution>/<sequence>/<frame>.jpg (they define the frames)."""
         return os.path.join(self.root, "JPEGImages", self.resolution)
 
     @property
     def annotation_dir(self) -> str:
+        """Ground-truth PNGs: Annotations (semi-supervised) or Annotations_unsupervised."""
         folder = "Annotations" if self.task == "semi-supervised" else "Annotations_unsupervised"
         return os.path.join(self.root, folder, self.resolution)
 
     @property
     def image_set_file(self) -> str:
+        """Sequence list; the unsupervised test sets live under ImageSets/2019 like officially."""
         test_set = self.subset in ("test-dev", "test-challenge")
         year = "2019" if self.task == "unsupervised" and test_set else "2017"
         return os.path.join(self.root, "ImageSets", year, f"{self.subset}.txt")
 
     def _read_image_set(self) -> list[str]:
+        """Sequence names listed in the image set file."""
         if not os.path.isfile(self.image_set_file):
             raise FileNotFoundError(f"DAVIS image set not found: {self.image_set_file}")
         with open(self.image_set_file, encoding="utf-8") as handle:

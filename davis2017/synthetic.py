@@ -61,8 +61,7 @@ def noisy_prediction(rng: np.random.Generator, labels: np.ndarray, max_shift: in
                 continue  # missed in this frame
             mask = np.roll(labels[t] == k, (dy, dx), axis=(0, 1)).astype(np.uint8)
             iterations = int(rng.integers(0, 3))
-            mask = cv2.dilate(mask, kernel, iterations=iterations) if rng.random() < 0.5 else cv2.erode(
-                mask, kernel, iterations=iterations
-            )
+            grow_or_shrink = cv2.dilate if rng.random() < 0.5 else cv2.erode
+            mask = grow_or_shrink(mask, kernel, iterations=iterations)
             prediction[t][mask > 0] = k
     return prediction
