@@ -22,6 +22,9 @@ DATASETS: dict[str, DatasetBuilder] = {}
 _BUILTIN_MODULES: dict[str, str] = {
     "ytvos": "datasets.ytvos",
     "synthetic": "datasets.synthetic",
+    "davis": "datasets.davis",
+    "a2d": "datasets.a2d",
+    "jhmdb": "datasets.jhmdb",
 }
 
 

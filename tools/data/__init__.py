@@ -1,0 +1,1 @@
+"""Dataset preparation scripts (convert_davis_to_ytvos.py)."""
