@@ -21,6 +21,9 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="ours: inference scripts recompute expressions/videos whose outputs already exist "
                         "(default: skip them, so an interrupted run resumes)")
+    g.add_argument("--clean_captions", action="store_true",
+                   help="ours: lower-case and collapse whitespace of expressions at inference, as training does "
+                        "(upstream inference feeds them raw to the case-sensitive RoBERTa; spec 11.1 #18)")
     g.add_argument("--a2d_top1_map", action="store_true",
                    help="ours: A2D/JHMDB evaluation also reports mAP with only the top-scoring query of each "
                         "sample as prediction (top1_mAP, top1_AP50, top1_AP75); the standard mAP uses all queries")

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue as queue_module
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from datasets.ytvos import clean_caption
+from models import build_model
 from models.postprocessors import mask_logits_to_original, select_video_query
 from models.registry import get_method
 from util.checkpoint import load_checkpoint, load_model_weights, model_state_from_checkpoint
@@ -70,6 +76,40 @@ def load_inference_weights(model: nn.Module, args: Any) -> dict[str, Any]:
         logger.warning("%s: %d missing keys (e.g. %s), %d unexpected keys (e.g. %s)", args.resume, len(missing),
                        missing[:3], len(unexpected), unexpected[:3])
     return ckpt
+
+
+def build_inference_model(args: Any, device: torch.device) -> nn.Module:
+    """The model of --method with the --resume weights, on `device`, in eval mode."""
+    model, _, _ = build_model(args)
+    load_inference_weights(model, args)
+    return model.to(device).eval()
+
+
+def inference_caption(caption: str, args: Any) -> str:
+    """The expression as given (upstream inference) or cleaned like training captions (--clean_captions)."""
+    return clean_caption(caption) if getattr(args, "clean_captions", False) else caption
+
+
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temporary sibling folder that then replaces `folder` in one rename.
+
+    A folder that exists is therefore complete, which is what lets an interrupted run resume.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        write(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def folder_has_files(folder: Path, names: Sequence[str], suffix: str = ".png") -> bool:
+    """True if `folder` holds <name><suffix> for every name."""
+    return folder.is_dir() and all((folder / f"{name}{suffix}").is_file() for name in names)
 
 
 # ---------------------------------------------------------------------------------------------- prediction
