@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +48,16 @@ class DeformableTransformerEncoderLayer(nn.Module):
 
 
 class DeformableTransformerEncoder(nn.Module):
+    """Stack of encoder layers. ``after_layer`` is the hook methods override to act on the memory after every
+    layer (e.g. an exchange between two streams batched along the batch axis)."""
+
     def __init__(self, encoder_layer: nn.Module, num_layers: int):
         super().__init__()
         self.layers = _clones(encoder_layer, num_layers)
+
+    def after_layer(self, lid: int, output: Tensor, padding_mask: Optional[Tensor], num_frames: int) -> Tensor:
+        """output [(b t), S, C] after layer ``lid``; frames of one clip are consecutive. Identity here."""
+        return output
 
     @staticmethod
     def get_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor, device: torch.device) -> Tensor:
@@ -67,11 +74,12 @@ class DeformableTransformerEncoder(nn.Module):
         return reference_points[:, :, None] * valid_ratios[:, None]
 
     def forward(self, src: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, valid_ratios: Tensor,
-                pos: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+                pos: Tensor, padding_mask: Optional[Tensor] = None, num_frames: int = 1) -> Tensor:
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, src.device).to(src.dtype)
         output = src
-        for layer in self.layers:
+        for lid, layer in enumerate(self.layers):
             output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            output = self.after_layer(lid, output, padding_mask, num_frames)
         return output
 
 
@@ -111,7 +119,9 @@ class DeformableTransformerDecoder(nn.Module):
     """Stack of decoder layers with optional iterative box refinement (bbox_embed set by the model).
 
     ``after_layer`` is the hook methods override to act on the queries after every layer (e.g. BIFIT's
-    inter-frame interaction), before the box refinement of that layer.
+    inter-frame interaction), before the box refinement of that layer and before the layer's output is
+    collected, so the heads see what it returns. Methods install their subclass through
+    ``build_deformable_transformer(args, decoder_cls=...)``.
     """
 
     def __init__(self, decoder_layer: nn.Module, num_layers: int, return_intermediate: bool = False):
@@ -121,12 +131,13 @@ class DeformableTransformerDecoder(nn.Module):
         self.return_intermediate = return_intermediate
         self.bbox_embed: Optional[nn.ModuleList] = None
 
-    def after_layer(self, lid: int, output: Tensor) -> Tensor:
+    def after_layer(self, lid: int, output: Tensor, num_frames: int) -> Tensor:
+        """output [(b t), Q, C] after layer ``lid``; the t frames of a clip are consecutive. Identity here."""
         return output
 
     def forward(self, tgt: Tensor, reference_points: Tensor, src: Tensor, src_spatial_shapes: Tensor,
                 src_level_start_index: Tensor, src_valid_ratios: Tensor, query_pos: Tensor,
-                src_padding_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                src_padding_mask: Optional[Tensor] = None, num_frames: int = 1) -> tuple[Tensor, Tensor]:
         output = tgt
         intermediate, intermediate_refs = [], []
         for lid, layer in enumerate(self.layers):
@@ -136,7 +147,7 @@ class DeformableTransformerDecoder(nn.Module):
                 ref_input = reference_points[:, :, None] * src_valid_ratios[:, None]
             output = layer(output, query_pos, ref_input, src, src_spatial_shapes, src_level_start_index,
                            src_padding_mask)
-            output = self.after_layer(lid, output)
+            output = self.after_layer(lid, output, num_frames)
             if self.bbox_embed is not None:
                 delta = self.bbox_embed[lid](output)
                 if reference_points.shape[-1] == 4:
@@ -151,6 +162,29 @@ class DeformableTransformerDecoder(nn.Module):
         if self.return_intermediate:
             return torch.stack(intermediate), torch.stack(intermediate_refs)
         return output[None], reference_points[None]
+
+
+@dataclass
+class EncodedMemory:
+    """The encoder's output and the flattened layout the decoder needs: memory [bt, S, C], padding mask
+    [bt, S], spatial shapes [L, 2], level start indices [L], valid ratios [bt, L, 2]; ``level_shapes`` holds
+    the (h, w) of every level as Python ints (slicing by them needs no device sync)."""
+
+    memory: Tensor
+    padding_mask: Tensor
+    spatial_shapes: Tensor
+    level_start_index: Tensor
+    valid_ratios: Tensor
+    level_shapes: list[tuple[int, int]]
+
+    def level_maps(self, num_levels: int = 3) -> list[Tensor]:
+        """The memory of the first ``num_levels`` levels as maps [bt, C, h, w] (the pixel decoder's input)."""
+        maps, start = [], 0
+        for h, w in self.level_shapes[:num_levels]:
+            part = self.memory[:, start:start + h * w]
+            maps.append(part.transpose(1, 2).reshape(self.memory.shape[0], -1, h, w))
+            start += h * w
+        return maps
 
 
 @dataclass
@@ -169,10 +203,20 @@ class TransformerOutput:
 
 
 class DeformableTransformer(nn.Module):
+    """Deformable encoder over the fused levels, then the query decoder.
+
+    ``forward`` = ``encode`` then ``decode``; methods that put work between the two (a pixel decoder before
+    the object decoder, a second stream through the encoder) call the stages themselves. ``decoder_cls``
+    (a DeformableTransformerDecoder subclass) and its extra ``decoder_kwargs`` let a method change the
+    decoder while the whole transformer keeps upstream's initialisation.
+    """
+
     def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
                  num_decoder_layers: int = 6, dim_feedforward: int = 1024, dropout: float = 0.1,
                  activation: str = "relu", return_intermediate_dec: bool = True, num_feature_levels: int = 4,
-                 dec_n_points: int = 4, enc_n_points: int = 4):
+                 dec_n_points: int = 4, enc_n_points: int = 4,
+                 decoder_cls: type[DeformableTransformerDecoder] = DeformableTransformerDecoder,
+                 decoder_kwargs: Optional[dict[str, Any]] = None):
         super().__init__()
         self.d_model = d_model
         self.nhead = nhead
@@ -182,7 +226,7 @@ class DeformableTransformer(nn.Module):
         self.encoder = DeformableTransformerEncoder(enc_layer, num_encoder_layers)
         dec_layer = DeformableTransformerDecoderLayer(d_model, dim_feedforward, dropout, activation,
                                                       num_feature_levels, nhead, dec_n_points)
-        self.decoder = DeformableTransformerDecoder(dec_layer, num_decoder_layers, return_intermediate_dec)
+        self.decoder = decoder_cls(dec_layer, num_decoder_layers, return_intermediate_dec, **(decoder_kwargs or {}))
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self.reference_points = nn.Linear(d_model, 2)
         self._reset_parameters()
@@ -206,9 +250,9 @@ class DeformableTransformer(nn.Module):
         valid_w = (~mask[:, 0, :]).sum(1)
         return torch.stack([valid_w.float() / w, valid_h.float() / h], -1)
 
-    def forward(self, srcs: list[Tensor], tgt: Tensor, masks: list[Tensor], pos_embeds: list[Tensor],
-                query_embed: Tensor) -> TransformerOutput:
-        """srcs/masks/pos_embeds per level [bt, C, h, w]; tgt and query_embed [bt, Q, C]."""
+    def encode(self, srcs: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor],
+               num_frames: int = 1) -> EncodedMemory:
+        """srcs/masks/pos_embeds per level [bt, C, h, w]; the t frames of a clip are consecutive in bt."""
         src_flatten, mask_flatten, lvl_pos_flatten, shapes = [], [], [], []
         for lvl, (src, mask, pos) in enumerate(zip(srcs, masks, pos_embeds)):
             shapes.append(src.shape[-2:])
@@ -221,24 +265,35 @@ class DeformableTransformer(nn.Module):
         spatial_shapes = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=src_flatten.device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
-
         memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, lvl_pos_flatten,
-                              mask_flatten)
+                              mask_flatten, num_frames)
+        return EncodedMemory(memory, mask_flatten, spatial_shapes, level_start_index, valid_ratios,
+                             [(int(h), int(w)) for h, w in shapes])
+
+    def decode(self, encoded: EncodedMemory, tgt: Tensor, query_embed: Tensor,
+               num_frames: int = 1) -> TransformerOutput:
+        """tgt and query_embed [bt, Q, C]: every frame's queries read that frame's memory."""
         reference_points = self.reference_points(query_embed).sigmoid()
-        hs, inter_references = self.decoder(tgt, reference_points, memory, spatial_shapes, level_start_index,
-                                            valid_ratios, query_embed, mask_flatten)
-        memory_features = []
-        for lvl in range(min(3, len(shapes))):
-            h, w = shapes[lvl]
-            start = int(level_start_index[lvl])
-            memory_features.append(memory[:, start:start + h * w].transpose(1, 2).reshape(memory.shape[0], -1, h, w))
-        return TransformerOutput(hs, reference_points, inter_references, memory, memory_features, spatial_shapes,
-                                 level_start_index, valid_ratios)
+        hs, inter_references = self.decoder(tgt, reference_points, encoded.memory, encoded.spatial_shapes,
+                                            encoded.level_start_index, encoded.valid_ratios, query_embed,
+                                            encoded.padding_mask, num_frames)
+        return TransformerOutput(hs, reference_points, inter_references, encoded.memory, encoded.level_maps(),
+                                 encoded.spatial_shapes, encoded.level_start_index, encoded.valid_ratios)
+
+    def forward(self, srcs: list[Tensor], tgt: Tensor, masks: list[Tensor], pos_embeds: list[Tensor],
+                query_embed: Tensor, num_frames: int = 1) -> TransformerOutput:
+        """srcs/masks/pos_embeds per level [bt, C, h, w]; tgt and query_embed [bt, Q, C]; bt = clips x
+        ``num_frames`` with each clip's frames consecutive (1: every element is its own clip)."""
+        return self.decode(self.encode(srcs, masks, pos_embeds, num_frames), tgt, query_embed, num_frames)
 
 
-def build_deformable_transformer(args) -> DeformableTransformer:
+def build_deformable_transformer(args: Any, decoder_cls: type[DeformableTransformerDecoder] = DeformableTransformerDecoder,
+                                 **decoder_kwargs: Any) -> DeformableTransformer:
+    """The transformer for the model flags; a method passes its decoder subclass and that class's extra
+    constructor arguments."""
     return DeformableTransformer(
         d_model=args.hidden_dim, nhead=args.nheads, num_encoder_layers=args.enc_layers,
         num_decoder_layers=args.dec_layers, dim_feedforward=args.dim_feedforward, dropout=args.dropout,
         activation="relu", return_intermediate_dec=True, num_feature_levels=args.num_feature_levels,
-        dec_n_points=args.dec_n_points, enc_n_points=args.enc_n_points)
+        dec_n_points=args.dec_n_points, enc_n_points=args.enc_n_points, decoder_cls=decoder_cls,
+        decoder_kwargs=decoder_kwargs)

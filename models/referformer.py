@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from util.misc import NestedTensor, inverse_sigmoid, nested_tensor_from_videos_list
 
 from .backbone import build_backbone
-from .deformable_transformer import TransformerOutput, build_deformable_transformer
+from .deformable_transformer import DeformableTransformer, TransformerOutput, build_deformable_transformer
 from .position_encoding import PositionEmbeddingSine1D
 from .registry import register_method
 from .segmentation import (CrossModalFPNDecoder, VisionLanguageFusionModule, dynamic_mask_head,
@@ -47,6 +47,9 @@ class ReferFormer(nn.Module):
     """Sentence-conditioned queries over a Deformable-DETR; one query slot tracks the object across frames."""
 
     official_key_map: dict[str, str] = {}
+    # flag name -> this method's default where it differs from the shared one (applied by
+    # models.registry.apply_method_defaults to flags not given on the command line)
+    default_overrides: dict[str, Any] = {}
 
     def __init__(self, backbone: nn.Module, transformer: nn.Module, tokenizer: Any, text_encoder: nn.Module,
                  num_classes: int, num_queries: int, num_feature_levels: int, num_frames: int = 5,
@@ -147,12 +150,38 @@ class ReferFormer(nn.Module):
                     text_pooling=args.text_pooling)
 
     @classmethod
+    def build_transformer(cls, args: Any) -> DeformableTransformer:
+        """The deformable transformer; methods that change the encoder/decoder build theirs here."""
+        return build_deformable_transformer(args)
+
+    @classmethod
     def from_args(cls, args: Any, num_classes: int) -> "ReferFormer":
         if getattr(args, "two_stage", False):
             raise ValueError("--two_stage is not supported by ReferFormer-style models")
         tokenizer, text_encoder = build_text_encoder(args)
-        return cls(build_backbone(args), build_deformable_transformer(args), tokenizer, text_encoder,
+        return cls(build_backbone(args), cls.build_transformer(args), tokenizer, text_encoder,
                    num_classes=num_classes, **cls.model_kwargs(args))
+
+    @classmethod
+    def named_lr_groups(cls, args: Any) -> list[tuple[list[str], float]]:
+        """(name substrings, lr) of every optimiser group except the default one, in upstream's order."""
+        return [(args.lr_backbone_names, args.lr_backbone),
+                (args.lr_text_encoder_names, args.lr_text_encoder),
+                (args.lr_linear_proj_names, args.lr * args.lr_linear_proj_mult)]
+
+    @classmethod
+    def param_groups(cls, model: nn.Module, args: Any) -> list[dict[str, Any]]:
+        """AdamW groups: the default group at --lr first, then ``named_lr_groups`` (empty groups dropped)."""
+        return param_groups_by_name(model, args.lr, cls.named_lr_groups(args))
+
+    def describe_partial_load(self, missing: Sequence[str]) -> list[str]:
+        """The modules (or lone tensors) that a non-strict load left entirely at their initialisation.
+
+        ``missing`` are the missing keys of the load. A module is named when every state-dict entry under
+        it is missing; the shortest such name is reported, in model order, so loading e.g. a ReferFormer
+        checkpoint into a method lists exactly the method's new modules.
+        """
+        return fresh_modules(list(self.state_dict()), missing)
 
     # ------------------------------------------------------------------ stages
     def encode_text(self, captions: Sequence[str], device: torch.device) -> TextFeatures:
@@ -167,18 +196,34 @@ class ReferFormer(nn.Module):
     def fuse(self, src: Tensor, text: TextFeatures, text_pos: Tensor, num_frames: int) -> Tensor:
         """Multiplicative early fusion of one level [bt, C, h, w] with the words (frames share the sentence)."""
         bt, c, h, w = src.shape
-        b = bt // num_frames
-        tokens = src.reshape(b, num_frames, c, h, w).permute(1, 3, 4, 0, 2).reshape(-1, b, c)
-        fused = self.fusion_module(tokens, text.words.tensors.transpose(0, 1), text.words.mask, text_pos)
-        return fused.reshape(num_frames, h, w, b, c).permute(3, 0, 4, 1, 2).reshape(bt, c, h, w)
+        fused = self.fusion_module(clip_tokens(src, num_frames), text.words.tensors.transpose(0, 1),
+                                   text.words.mask, text_pos)
+        return fused.reshape(num_frames, h, w, bt // num_frames, c).permute(3, 0, 4, 1, 2).reshape(bt, c, h, w)
+
+    def update_text(self, text: TextFeatures, src: Tensor, mask: Tensor, pos: Tensor,
+                    num_frames: int) -> TextFeatures:
+        """Language-from-vision step at one level, before that level's early fusion.
+
+        ``text`` is the text state the decoder queries will be built from (the encoded text at the first
+        level, then what this returned for the previous level); src/pos are the projected, not yet fused
+        level [bt, C, h, w], mask [bt, h, w]. ReferFormer reads nothing from vision: the text is unchanged.
+        """
+        return text
 
     def build_levels(self, features: list[NestedTensor], pos: list[Tensor], text: TextFeatures,
-                     num_frames: int) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Project backbone levels 8x..32x (+ extra stride-2 levels) and fuse each with the words."""
+                     num_frames: int) -> tuple[list[Tensor], list[Tensor], list[Tensor], TextFeatures]:
+        """Project backbone levels 8x..32x (+ extra stride-2 levels) and fuse each with the words.
+
+        Also returns the query text: ``update_text`` applied level by level (ReferFormer: ``text`` itself).
+        The visual fusion always reads the encoded ``text``.
+        """
         text_pos = self.text_pos(text.words.mask).permute(2, 0, 1)
+        query_text = text
         srcs, masks, poses = [], [], []
         for lvl, (feat, p) in enumerate(zip(features[-3:], pos[-3:])):
-            srcs.append(self.fuse(self.input_proj[lvl](feat.tensors), text, text_pos, num_frames))
+            src = self.input_proj[lvl](feat.tensors)
+            query_text = self.update_text(query_text, src, feat.mask, p, num_frames)
+            srcs.append(self.fuse(src, text, text_pos, num_frames))
             masks.append(feat.mask)
             poses.append(p)
         source = features[-1].tensors
@@ -186,10 +231,11 @@ class ReferFormer(nn.Module):
             src = self.input_proj[lvl](source)
             mask = F.interpolate(features[-1].mask[None].float(), size=src.shape[-2:]).bool()[0]
             poses.append(self.backbone[1](mask).to(src.dtype))
+            query_text = self.update_text(query_text, src, mask, poses[-1], num_frames)
             srcs.append(self.fuse(src, text, text_pos, num_frames))
             masks.append(mask)
             source = srcs[-1]
-        return srcs, masks, poses
+        return srcs, masks, poses, query_text
 
     def build_queries(self, text: TextFeatures, num_frames: int) -> tuple[Tensor, Tensor]:
         """(query_pos, tgt) for every frame: learned slot embeddings and the repeated sentence feature."""
@@ -242,9 +288,9 @@ class ReferFormer(nn.Module):
             pos = [p.index_select(0, keep) for p in pos]
             num_frames = 1
         text = self.encode_text(captions, features[0].tensors.device)
-        srcs, masks, poses = self.build_levels(features, pos, text, num_frames)
-        query_pos, tgt = self.build_queries(text, num_frames)
-        tout = self.transformer(srcs, tgt, masks, poses, query_pos)
+        srcs, masks, poses, query_text = self.build_levels(features, pos, text, num_frames)
+        query_pos, tgt = self.build_queries(query_text, num_frames)
+        tout = self.transformer(srcs, tgt, masks, poses, query_pos, num_frames)
         return self.forward_heads(tout, features, pos, text, targets, b, num_frames)
 
     def forward_heads(self, tout: TransformerOutput, features: list[NestedTensor], pos: list[Tensor],
@@ -270,6 +316,46 @@ class ReferFormer(nn.Module):
             refs = tout.inter_references[-2] if tout.inter_references.shape[0] > 1 else tout.init_reference[None]
             out["reference_points"] = refs[..., :2].reshape(b, num_frames, self.num_queries, 2)
         return out
+
+
+def clip_tokens(maps: Tensor, num_frames: int) -> Tensor:
+    """Per-frame maps [(b t), C, h, w] -> one token sequence per clip [(t h w), b, C] (frames first)."""
+    bt, c, h, w = maps.shape
+    b = bt // num_frames
+    return maps.reshape(b, num_frames, c, h, w).permute(1, 3, 4, 0, 2).reshape(-1, b, c)
+
+
+def param_groups_by_name(model: nn.Module, default_lr: float,
+                         named: Sequence[tuple[Sequence[str], float]]) -> list[dict[str, Any]]:
+    """Trainable parameters split by name substring: a parameter joins the first of ``named`` whose
+    substrings it contains, else the default group (listed first). Empty groups are dropped."""
+    groups: list[dict[str, Any]] = [{"params": [], "lr": default_lr}] + [{"params": [], "lr": lr} for _, lr in named]
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        index = next((i + 1 for i, (keys, _) in enumerate(named) if any(k in name for k in keys)), 0)
+        groups[index]["params"].append(param)
+    return [g for g in groups if g["params"]]
+
+
+def fresh_modules(state_keys: Sequence[str], missing: Sequence[str]) -> list[str]:
+    """Shortest dotted prefixes all of whose ``state_keys`` are in ``missing``, in ``state_keys`` order."""
+    missing_set = set(missing)
+    total: dict[str, int] = {}
+    absent: dict[str, int] = {}
+    for key in state_keys:
+        parts = key.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            total[prefix] = total.get(prefix, 0) + 1
+            absent[prefix] = absent.get(prefix, 0) + (key in missing_set)
+    names: dict[str, None] = {}
+    for key in state_keys:
+        if key in missing_set:
+            parts = key.split(".")
+            prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            names[next(p for p in prefixes if absent[p] == total[p])] = None
+    return list(names)
 
 
 def num_classes_for(args: Any) -> int:
