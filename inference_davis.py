@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from argparse import Namespace
 from collections import defaultdict
 from pathlib import Path
@@ -35,10 +34,8 @@ from torch import Tensor
 
 from datasets.synthetic import davis_palette
 from datasets.ytvos import VideoExpressionSet, transforms_from_args
-from opts import parse_args
-from util.inference import (ProgressFn, build_inference_model, folder_has_files, inference_caption,
-                            predict_expression, run_workers, worker_devices, write_folder_atomically)
-from util.logging import setup_logging
+from util.inference import (ProgressFn, build_inference_model, cli_main, folder_has_files, inference_caption,
+                            predict_expression, run_pending, write_folder_atomically)
 
 logger = logging.getLogger("inference_davis")
 
@@ -149,8 +146,8 @@ def pending_videos(dataset: VideoExpressionSet, output_dir: Path, overwrite: boo
     return [video for video in sorted(dataset.videos) if overwrite or not video_done(dataset, output_dir, video)]
 
 
-def run(args: Namespace) -> Path:
-    """Predict the missing videos; returns DIR/valid (holding anno_0 .. anno_3)."""
+def run(args: Namespace) -> str:
+    """Predict the missing videos into DIR/valid/anno_0 .. anno_3; returns the line to print."""
     if args.clip_len is None:
         args.clip_len = DAVIS_CLIP_LEN
     if args.query_selection is None:
@@ -160,25 +157,14 @@ def run(args: Namespace) -> Path:
     todo = pending_videos(dataset, output_dir, args.overwrite)
     logger.info("%s: %d videos, %d expressions, %d videos to compute", args.davis_path, len(dataset.videos),
                 len(dataset), len(todo))
-    if todo:
-        start = time.time()
-        run_workers(process_videos, todo, worker_devices(args.device, args.ngpu), args, desc="Ref-DAVIS17",
-                    unit="video")
-        logger.info("inference: %.1f s", time.time() - start)
-    return output_dir / SPLIT
+    run_pending(process_videos, todo, args, desc="Ref-DAVIS17", unit="video")
+    results = output_dir / SPLIT
+    return (f"Results written to {results}/anno_0 .. anno_{NUM_ANNOTATOR_SLOTS - 1}; score them with eval_davis.py "
+            f"--results_path {results}/anno_<k> and average with tools/average_davis_annotators.py {results}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv, "Ref-DAVIS17 inference: one palette-PNG result folder per annotator")
-    setup_logging(None)
-    try:
-        results = run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Results written to {results}/anno_0 .. anno_{NUM_ANNOTATOR_SLOTS - 1}; score them with eval_davis.py "
-          f"--results_path {results}/anno_<k> and average with tools/average_davis_annotators.py {results}")
-    return 0
+    return cli_main(argv, "Ref-DAVIS17 inference: one palette-PNG result folder per annotator", run)
 
 
 if __name__ == "__main__":

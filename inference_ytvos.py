@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 import zipfile
 from argparse import Namespace
 from pathlib import Path
@@ -33,10 +32,8 @@ import torch
 from PIL import Image
 
 from datasets.ytvos import VideoExpressionSet, load_frame, transforms_from_args
-from opts import parse_args
-from util.inference import (ProgressFn, build_inference_model, folder_has_files, inference_caption,
-                            predict_expression, run_workers, worker_devices, write_folder_atomically)
-from util.logging import setup_logging
+from util.inference import (ProgressFn, build_inference_model, cli_main, folder_has_files, inference_caption,
+                            predict_expression, run_pending, write_folder_atomically)
 from util.visualize import PALETTE, draw_caption, overlay_mask
 
 logger = logging.getLogger("inference_ytvos")
@@ -121,8 +118,8 @@ def write_submission_zip(output_dir: Path, dataset: VideoExpressionSet) -> Path:
     return path
 
 
-def run(args: Namespace) -> Path:
-    """Predict what is missing, then write the zip; returns its path."""
+def run(args: Namespace) -> str:
+    """Predict what is missing, then write the zip; returns the line to print."""
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if args.query_selection is None:
@@ -131,24 +128,13 @@ def run(args: Namespace) -> Path:
     todo = pending_items(dataset, output_dir, args.overwrite)
     logger.info("%s %s: %d videos, %d expressions, %d to compute", args.ytvos_path, args.split, len(dataset.videos),
                 len(dataset), len(todo))
-    if todo:
-        start = time.time()
-        run_workers(process_items, todo, worker_devices(args.device, args.ngpu), args, desc="Ref-YTVOS",
-                    unit="expression")
-        logger.info("inference: %.1f s", time.time() - start)
-    return write_submission_zip(output_dir, dataset)
+    run_pending(process_items, todo, args, desc="Ref-YTVOS", unit="expression")
+    path = write_submission_zip(output_dir, dataset)
+    return f"Submission written to {path} (upload it to the Ref-YouTube-VOS CodaLab server)"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv, "Ref-YouTube-VOS inference: masks and submission zip")
-    setup_logging(None)
-    try:
-        path = run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Submission written to {path} (upload it to the Ref-YouTube-VOS CodaLab server)")
-    return 0
+    return cli_main(argv, "Ref-YouTube-VOS inference: masks and submission zip", run)
 
 
 if __name__ == "__main__":

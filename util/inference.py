@@ -13,7 +13,9 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -237,3 +239,28 @@ def run_workers(target: WorkerFn, items: Sequence[Any], devices: Sequence[torch.
     if failed:
         raise RuntimeError(f"inference worker(s) {failed} failed (exit codes "
                            f"{[processes[i].exitcode for i in failed]}); see their errors above")
+
+
+def run_pending(target: WorkerFn, todo: Sequence[Any], args: Any, desc: str, unit: str) -> None:
+    """run_workers over the --device/--ngpu workers, if there is anything to do, and log the time taken."""
+    if not todo:
+        return
+    start = time.time()
+    run_workers(target, todo, worker_devices(args.device, args.ngpu), args, desc=desc, unit=unit)
+    logger.info("%s inference: %d %ss in %.1f s", desc, len(todo), unit, time.time() - start)
+
+
+def cli_main(argv: Optional[Sequence[str]], description: str, run: Callable[[Any], str]) -> int:
+    """Entry point of an inference script: parse the shared flags, run, print the result line or the error."""
+    from opts import parse_args
+    from util.logging import setup_logging
+
+    args = parse_args(argv, description)
+    setup_logging(None)
+    try:
+        message = run(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(message)
+    return 0
