@@ -1,6 +1,7 @@
 """Implementation selection: forced choices, the single fallback warning, cache keys, installed builds."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 import warnings
@@ -114,3 +115,12 @@ def test_compiled_cpu_build_reports_itself(use_impl) -> None:
     build = extension.build_info()
     assert build["sources_hash"] == build_config.sources_hash()
     assert build["openmp"] == build_config.cxx_flags().count("-fopenmp") > 0
+
+
+def test_import_builds_nothing() -> None:
+    """Importing the public API must not compile, load the extension or import the build machinery."""
+    code = ("import sys; import models.ops.modules, models.ops.functions; from models.ops import backend; "
+            "assert backend.peek_backend() is None; assert 'torch.utils.cpp_extension' not in sys.modules")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
