@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from argparse import Namespace
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datasets import register_dataset, register_evaluator
+from datasets.samplers import BadSampleError, MissingFileError
 from datasets.transforms_video import make_video_transforms
 
 logger = logging.getLogger(__name__)
@@ -66,11 +68,11 @@ def read_json(path: Path) -> Any:
 def _field(mapping: Any, key: str, expected: type | tuple[type, ...], where: str) -> Any:
     """mapping[key] checked to be of type `expected`; `where` names the file and position for errors."""
     if not isinstance(mapping, dict) or key not in mapping:
-        raise ValueError(f"{where}: missing field '{key}'")
+        raise BadSampleError(f"{where}: missing field '{key}'")
     value = mapping[key]
     if not isinstance(value, expected):
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise ValueError(f"{where}: field '{key}' should be a {names}, got {type(value).__name__}")
+        raise BadSampleError(f"{where}: field '{key}' should be a {names}, got {type(value).__name__}")
     return value
 
 
@@ -80,57 +82,160 @@ def _video_entries(path: Path) -> Iterator[tuple[str, Any, str]]:
         yield video, entry, f"{path}: videos['{video}']"
 
 
+_UNSAFE_PATH_CHARS = re.compile(r"[/\\:\x00-\x1f\x7f]")
+
+
+def check_path_component(name: Any, where: str) -> str:
+    """`name` if it can safely become one path component (video id, expression id, frame name).
+
+    Names come from JSON written by someone else and end up in paths we read and (inference) write: a
+    separator, '..', a drive colon or a control character could reach outside the dataset or output folder.
+    """
+    if not isinstance(name, str) or not name or name in (".", "..") or _UNSAFE_PATH_CHARS.search(name):
+        raise BadSampleError(f"{where}: {name!r} is not a safe file or folder name (no '/', '\\', ':', "
+                             "control characters, '.' or '..')")
+    return name
+
+
 def _as_object_id(value: Any, where: str) -> str:
     """An object id as the canonical string key ("1"); ints and zero-padded strings are accepted."""
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).isdigit():
-        raise ValueError(f"{where}: object ids should be non-negative integers (as strings), got {value!r}")
+        raise BadSampleError(f"{where}: object ids should be non-negative integers (as strings), got {value!r}")
     return str(int(value))
 
 
-def load_meta_expressions(path: Path) -> dict[str, dict[str, Any]]:
-    """Validated meta_expressions.json -> {video: {"frames": sorted names, "expressions": {id: {exp, obj_id}}}}."""
+class BadEntries:
+    """Collects metadata entries dropped under --bad_data skip (or raises at the first under 'error')."""
+
+    def __init__(self, source: Path, bad_data: str = "error"):
+        if bad_data not in ("error", "skip"):
+            raise ValueError(f"bad_data must be 'error' or 'skip', got {bad_data!r}")
+        self.source, self.bad_data, self.messages = source, bad_data, []
+
+    def drop(self, err: BadSampleError) -> None:
+        if self.bad_data == "error":
+            raise err
+        logger.warning("skipped (--bad_data skip): %s", err)
+        self.messages.append(str(err))
+
+    def report(self) -> None:
+        if self.messages:
+            logger.warning("%s: %d malformed entries skipped (--bad_data skip)", self.source, len(self.messages))
+
+
+def _parse_expression(exp: Any, where: str) -> dict[str, str]:
+    text = _field(exp, "exp", str, where)
+    if not text.strip():
+        raise BadSampleError(f"{where}: field 'exp' is empty")
+    return {"exp": text, "obj_id": _as_object_id(_field(exp, "obj_id", (str, int), where), f"{where}['obj_id']")}
+
+
+def _parse_video(video: str, entry: Any, where: str, bad: BadEntries) -> dict[str, Any]:
+    check_path_component(video, f"{where} (video id)")
+    frames = _field(entry, "frames", list, where)
+    if not frames:
+        raise BadSampleError(f"{where}: field 'frames' is empty (a video without frames)")
+    for name in frames:
+        check_path_component(name, f"{where}['frames']")
+    expressions = {}
+    for exp_id, exp in _field(entry, "expressions", dict, where).items():
+        exp_where = f"{where}['expressions']['{exp_id}']"
+        try:
+            expressions[check_path_component(str(exp_id), f"{exp_where} (expression id)")] = \
+                _parse_expression(exp, exp_where)
+        except BadSampleError as err:
+            bad.drop(err)
+    return {"frames": sorted(frames), "expressions": expressions}
+
+
+def load_meta_expressions(path: Path, bad_data: str = "error") -> dict[str, dict[str, Any]]:
+    """Validated meta_expressions.json -> {video: {"frames": sorted names, "expressions": {id: {exp, obj_id}}}}.
+
+    Errors name the file and the field. With bad_data='skip' a malformed video or expression entry is dropped
+    with a warning instead (a file that is not JSON or has no 'videos' always stops).
+    """
+    bad = BadEntries(path, bad_data)
     parsed: dict[str, dict[str, Any]] = {}
     for video, entry, where in _video_entries(path):
-        frames = _field(entry, "frames", list, where)
-        if not frames or not all(isinstance(name, str) for name in frames):
-            raise ValueError(f"{where}: 'frames' should be a non-empty list of frame names")
-        expressions = {}
-        for exp_id, exp in _field(entry, "expressions", dict, where).items():
-            exp_where = f"{where}['expressions']['{exp_id}']"
-            expressions[str(exp_id)] = {"exp": _field(exp, "exp", str, exp_where),
-                                        "obj_id": _as_object_id(_field(exp, "obj_id", (str, int), exp_where),
-                                                                f"{exp_where}['obj_id']")}
-        parsed[video] = {"frames": sorted(frames), "expressions": expressions}
+        try:
+            parsed[video] = _parse_video(video, entry, where, bad)
+        except BadSampleError as err:
+            bad.drop(err)
+    bad.report()
     return parsed
 
 
-def load_object_categories(path: Path) -> dict[str, dict[str, str]]:
-    """meta.json -> {video: {obj_id: category name}}."""
+def load_object_categories(path: Path, bad_data: str = "error") -> dict[str, dict[str, str]]:
+    """meta.json -> {video: {obj_id: category name}} (malformed videos dropped with a warning under 'skip')."""
+    bad = BadEntries(path, bad_data)
     categories: dict[str, dict[str, str]] = {}
     for video, entry, where in _video_entries(path):
-        objects = _field(entry, "objects", dict, where)
-        categories[video] = {_as_object_id(oid, f"{where}['objects']"):
-                             _field(obj, "category", str, f"{where}['objects']['{oid}']")
-                             for oid, obj in objects.items()}
+        try:
+            objects = _field(entry, "objects", dict, where)
+            categories[video] = {_as_object_id(oid, f"{where}['objects']"):
+                                 _field(obj, "category", str, f"{where}['objects']['{oid}']")
+                                 for oid, obj in objects.items()}
+        except ValueError as err:
+            bad.drop(BadSampleError(str(err)))
+    bad.report()
     return categories
 
 
+def _decode(path: Path, kind: str) -> Image.Image:
+    """Open and fully decode an image file; missing, truncated or corrupt files raise errors naming it."""
+    if not path.is_file():
+        raise MissingFileError(f"{kind} not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadSampleError(f"{path}: cannot decode the {kind} ({type(err).__name__}: {err})") from err
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode: grayscale is replicated, alpha dropped, 16-bit/int/float scaled to 0-255."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0
+        elif image.mode == "F" and values.max(initial=0) <= 1.0:
+            values = values * 255.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def load_frame(path: Path) -> Image.Image:
-    """An RGB frame; the error names the missing file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"frame not found: {path}")
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """An 8-bit RGB frame whatever the file's mode; errors name the file."""
+    return to_rgb(_decode(path, "frame"))
 
 
-def load_label_map(path: Path) -> np.ndarray:
-    """The object-id map of a palette annotation PNG as an integer array [H, W]."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation not found: {path}")
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: expected a palette ('P') PNG of object ids, got mode {image.mode}")
-        return np.array(image)
+LABEL_MODES = ("P", "L", "I", "I;16", "I;16L", "I;16B", "1")
+
+
+def load_label_map(path: Path, frame_size: Optional[tuple[int, int]] = None, frame_path: Optional[Path] = None,
+                   ) -> np.ndarray:
+    """The object-id map of a palette annotation PNG as an integer array [H, W].
+
+    `frame_size` (W, H) of the matching frame, when given, must equal the annotation's size.
+    """
+    image = _decode(path, "annotation")
+    if image.mode not in LABEL_MODES:
+        raise BadSampleError(f"{path}: expected a palette ('P') PNG of object ids, got mode {image.mode} "
+                             "(colour-coded masks must be converted to id maps first)")
+    if frame_size is not None and image.size != tuple(frame_size):
+        raise BadSampleError(f"{path}: annotation is {image.size[0]}x{image.size[1]} (WxH) but its frame "
+                             f"{frame_path or ''} is {frame_size[0]}x{frame_size[1]}")
+    labels = np.array(image)
+    return labels.astype(np.uint8) if labels.dtype == bool else labels
+
+
+def check_same_size(frames: list[Image.Image], paths: list[Path]) -> None:
+    """Every frame of a clip must have the size of the first one."""
+    for frame, path in zip(frames[1:], paths[1:]):
+        if frame.size != frames[0].size:
+            raise BadSampleError(f"{path}: frame is {frame.size[0]}x{frame.size[1]} (WxH), but {paths[0]} of the "
+                                 f"same video is {frames[0].size[0]}x{frames[0].size[1]}")
 
 
 def mask_box_xyxy(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
@@ -175,11 +280,13 @@ class YTVOSDataset(Dataset):
 
     Anchors are range(0, len(frames), num_frames). Each item is (imgs [T, 3, h, w], target) with the
     target keys of spec 4.1 plus 'video_id' and 'exp_id'. If no frame is valid after augmentation
-    another random sample is drawn, as in the reference.
+    another random sample is drawn, as in the reference, unless the referred object id occurs in none of
+    the video's annotations: that is a data error (BadSampleError naming the video, expression and ids).
+    ``bad_data='skip'`` drops malformed metadata entries with a warning instead of stopping.
     """
 
     def __init__(self, img_folder: Path, ann_file: Path, transforms: Callable, num_frames: int = 5,
-                 categories: Mapping[str, int] = YTVOS_CATEGORIES):
+                 categories: Mapping[str, int] = YTVOS_CATEGORIES, bad_data: str = "error"):
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         self.img_folder = Path(img_folder)
@@ -187,33 +294,41 @@ class YTVOSDataset(Dataset):
         self.transforms = transforms
         self.num_frames = num_frames
         self.categories = dict(categories)
+        self.bad_data = bad_data
         self.samples = self._build_index()
+        self._object_ids: dict[str, set[int]] = {}
         logger.info("%s: %d videos, %d clips", self.ann_file, len({s["video"] for s in self.samples}),
                     len(self.samples))
 
     def _build_index(self) -> list[dict[str, Any]]:
-        expressions = load_meta_expressions(self.ann_file)
+        expressions = load_meta_expressions(self.ann_file, self.bad_data)
         meta_path = self.img_folder / "meta.json"
-        objects = load_object_categories(meta_path)
+        objects = load_object_categories(meta_path, self.bad_data)
+        bad = BadEntries(meta_path, self.bad_data)
         samples = []
         for video, entry in expressions.items():
             for exp_id, exp in entry["expressions"].items():
-                category = self._category(objects, meta_path, video, exp["obj_id"])
+                try:
+                    category = self._category(objects, meta_path, video, exp["obj_id"])
+                except BadSampleError as err:
+                    bad.drop(err)
+                    continue
                 for anchor in range(0, len(entry["frames"]), self.num_frames):
                     samples.append({"video": video, "exp_id": exp_id, "caption": exp["exp"],
                                     "obj_id": int(exp["obj_id"]), "category_id": category,
                                     "frames": entry["frames"], "anchor": anchor})
+        bad.report()
         return samples
 
     def _category(self, objects: dict, meta_path: Path, video: str, obj_id: str) -> int:
         try:
             name = objects[video][obj_id]
         except KeyError:
-            raise ValueError(f"{meta_path}: no object '{obj_id}' for video '{video}' "
-                             f"(referenced by {self.ann_file})") from None
+            raise BadSampleError(f"{meta_path}: no object '{obj_id}' for video '{video}' "
+                                 f"(referenced by {self.ann_file})") from None
         if name not in self.categories:
-            raise ValueError(f"{meta_path}: video '{video}' object '{obj_id}' has category '{name}', "
-                             f"not in the category table ({len(self.categories)} names)")
+            raise BadSampleError(f"{meta_path}: video '{video}' object '{obj_id}' has category '{name}', "
+                                 f"not in the category table ({len(self.categories)} names)")
         return self.categories[name]
 
     def __len__(self) -> int:
@@ -224,21 +339,42 @@ class YTVOSDataset(Dataset):
             imgs, target = self.load_clip(idx)
             if bool(target["valid"].any()):
                 return imgs, target
+            self.check_object_occurs(idx)
             idx = random.randint(0, len(self) - 1)
         raise RuntimeError(f"{self.ann_file}: no clip with a visible referred object after "
                            f"{MAX_RESAMPLE_ATTEMPTS} draws; are the annotations empty?")
+
+    def _frame_paths(self, video: str, name: str) -> tuple[Path, Path]:
+        return (self.img_folder / "JPEGImages" / video / f"{name}.jpg",
+                self.img_folder / "Annotations" / video / f"{name}.png")
+
+    def check_object_occurs(self, idx: int) -> None:
+        """Raise BadSampleError if sample idx's object id is absent from every annotation of its video."""
+        sample = self.samples[idx]
+        video = sample["video"]
+        if video not in self._object_ids:
+            present: set[int] = set()
+            for name in sample["frames"]:
+                present.update(np.unique(load_label_map(self._frame_paths(video, name)[1])).tolist())
+            self._object_ids[video] = present
+        if sample["obj_id"] not in self._object_ids[video]:
+            ids = sorted(self._object_ids[video] - {0})
+            raise BadSampleError(
+                f"{self.ann_file}: videos['{video}']['expressions']['{sample['exp_id']}']['obj_id'] = "
+                f"{sample['obj_id']} occurs in none of the {len(sample['frames'])} annotation PNGs of "
+                f"{self.img_folder / 'Annotations' / video} (object ids present: {ids})")
 
     def load_clip(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
         """Sample frame indices for sample `idx`, read frames and masks, and apply the transforms."""
         sample = self.samples[idx]
         frames = sample["frames"]
         indices = sample_clip_indices(sample["anchor"], len(frames), self.num_frames)
-        video_dir = sample["video"]
-        images, masks, boxes, valid = [], [], [], []
-        for index in indices:
-            name = frames[index]
-            images.append(load_frame(self.img_folder / "JPEGImages" / video_dir / f"{name}.jpg"))
-            mask = load_label_map(self.img_folder / "Annotations" / video_dir / f"{name}.png") == sample["obj_id"]
+        paths = [self._frame_paths(sample["video"], frames[index]) for index in indices]
+        images = [load_frame(frame_path) for frame_path, _ in paths]
+        check_same_size(images, [frame_path for frame_path, _ in paths])
+        masks, boxes, valid = [], [], []
+        for image, (frame_path, ann_path) in zip(images, paths):
+            mask = load_label_map(ann_path, image.size, frame_path) == sample["obj_id"]
             box = mask_box_xyxy(mask)
             boxes.append(box or (0, 0, 0, 0))
             valid.append(box is not None)
@@ -270,14 +406,16 @@ class VideoExpressionSet(Dataset):
     Videos are sorted; the last decoded video is cached, so keep a video's expressions in one worker
     (the eval sampler of datasets.samplers splits contiguously). For split 'valid', videos listed in
     meta_expressions/test are dropped as the reference inference does (their frames are not released).
+    Video ids, expression ids and frame names are validated as safe path components on load.
     """
 
-    def __init__(self, root: Path, split: str, transform: Callable, exclude_test: bool = True):
+    def __init__(self, root: Path, split: str, transform: Callable, exclude_test: bool = True,
+                 bad_data: str = "error"):
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.ann_file = self.root / "meta_expressions" / split / "meta_expressions.json"
-        self.videos = load_meta_expressions(self.ann_file)
+        self.videos = load_meta_expressions(self.ann_file, bad_data)
         if split == "valid" and exclude_test:
             self._drop_test_videos()
         self.items = [(video, exp_id) for video in sorted(self.videos)
@@ -301,11 +439,16 @@ class VideoExpressionSet(Dataset):
             return self._cache[1]
         names = self.videos[video]["frames"]
         split_dir = self.root / self.split
-        frames = [load_frame(split_dir / "JPEGImages" / video / f"{name}.jpg") for name in names]
+        frame_paths = [split_dir / "JPEGImages" / video / f"{name}.jpg" for name in names]
+        frames = [load_frame(path) for path in frame_paths]
+        check_same_size(frames, frame_paths)
         width, height = frames[0].size
         clip, target = self.transform(frames, {})
         ann_dir = split_dir / "Annotations" / video
-        labels = np.stack([load_label_map(ann_dir / f"{n}.png") for n in names]) if ann_dir.is_dir() else None
+        labels = None
+        if ann_dir.is_dir():
+            labels = np.stack([load_label_map(ann_dir / f"{n}.png", (width, height), path)
+                               for n, path in zip(names, frame_paths)])
         data = {"frames": clip, "orig_size": (height, width), "size": tuple(int(s) for s in clip.shape[-2:]),
                 "labels": labels, "frame_names": list(names)}
         self._cache = (video, data)
@@ -333,16 +476,21 @@ def transforms_from_args(image_set: str, args: Namespace) -> Callable:
 
 def build_ytvos_split(root: Path, image_set: str, args: Namespace,
                       categories: Mapping[str, int] = YTVOS_CATEGORIES) -> Dataset:
-    """'train' -> YTVOSDataset on root/train; 'val'/'valid'/'test' -> VideoExpressionSet of that split."""
+    """'train' -> YTVOSDataset on root/train; 'val'/'valid'/'test' -> VideoExpressionSet of that split.
+
+    args.bad_data ('error' or 'skip', see util/run_flags.py) decides what malformed metadata entries do.
+    """
     root = Path(root)
+    bad_data = getattr(args, "bad_data", "error")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist")
     if image_set == "train":
         return YTVOSDataset(root / "train", root / "meta_expressions" / "train" / "meta_expressions.json",
-                            transforms_from_args("train", args), num_frames=args.num_frames, categories=categories)
+                            transforms_from_args("train", args), num_frames=args.num_frames, categories=categories,
+                            bad_data=bad_data)
     if image_set in ("val", "valid", "test"):
         split = "valid" if image_set == "val" else image_set
-        return VideoExpressionSet(root, split, transforms_from_args(split, args))
+        return VideoExpressionSet(root, split, transforms_from_args(split, args), bad_data=bad_data)
     raise ValueError(f"unknown image_set {image_set!r}; expected 'train', 'val', 'valid' or 'test'")
 
 
@@ -373,6 +521,7 @@ def evaluate_ytvos_format(root: Path, model: Any, postprocessors: dict, args: Na
 
 
 @register_evaluator("ytvos")
-def evaluate_ytvos(model: Any, postprocessors: dict, args: Namespace, device: Any, **kwargs: Any) -> Optional[dict[str, Any]]:
+def evaluate_ytvos(model: Any, postprocessors: dict, args: Namespace, device: Any,
+                   **kwargs: Any) -> Optional[dict[str, Any]]:
     """Local scoring of Ref-YTVOS is possible only for an annotated split (the official valid is scored online)."""
     return evaluate_ytvos_format(Path(args.ytvos_path), model, postprocessors, args, device, **kwargs)

@@ -1,6 +1,16 @@
-"""torch.distributed helpers: process-group set-up from torchrun/SLURM env, rank queries, reductions."""
+"""torch.distributed helpers: process-group set-up from torchrun/launch/SLURM env, rank queries, reductions.
+
+Supported launchers (all single- or multi-node):
+- ``torchrun`` (and ``python -m torch.distributed.launch --use_env``): RANK, WORLD_SIZE, LOCAL_RANK,
+  MASTER_ADDR/MASTER_PORT from the environment;
+- the legacy ``torch.distributed.launch`` without ``--use_env``: the same, but LOCAL_RANK comes as the
+  ``--local_rank``/``--local-rank`` argument;
+- plain ``srun`` with one task per GPU: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, the first host of
+  SLURM_JOB_NODELIST as MASTER_ADDR (MASTER_PORT 29500 unless set).
+"""
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import subprocess
@@ -10,6 +20,8 @@ import torch
 import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MASTER_PORT = "29500"
 
 
 def is_dist_avail_and_initialized() -> bool:
@@ -28,39 +40,69 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed_mode(args: Any) -> None:
-    """Join the process group described by torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or SLURM variables.
+def _first_slurm_host(node_list: str) -> str:
+    """The first host name of a SLURM node list ("gpu[01-04]" -> "gpu01"), via scontrol."""
+    out = subprocess.run(["scontrol", "show", "hostnames", node_list], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
 
-    Sets args.distributed, args.rank, args.world_size, args.gpu. NCCL is used when the run is on CUDA,
-    gloo otherwise, so the same command trains on a CPU box and on a GPU cluster.
-    """
+
+def _ranks_from_environment(args: Any) -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) from the launcher's environment, or None for a single process."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        args.rank = int(os.environ["RANK"])
-        args.world_size = int(os.environ["WORLD_SIZE"])
-        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        args.rank = int(os.environ["SLURM_PROCID"])
-        args.world_size = int(os.environ["SLURM_NTASKS"])
-        n_gpus = max(torch.cuda.device_count(), 1)
-        args.gpu = args.rank % n_gpus
-        node_list = os.environ["SLURM_NODELIST"]
-        addr = subprocess.getoutput(f"scontrol show hostname {node_list} | head -n1")
-        os.environ.setdefault("MASTER_ADDR", addr)
-        os.environ.setdefault("MASTER_PORT", "29500")
-        os.environ["RANK"], os.environ["WORLD_SIZE"] = str(args.rank), str(args.world_size)
-        os.environ["LOCAL_RANK"] = str(args.gpu)
-    else:
+        local = os.environ.get("LOCAL_RANK")
+        local_rank = int(local) if local is not None else int(getattr(args, "local_rank", None) or 0)
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        local_rank = int(os.environ.get("SLURM_LOCALID", rank % max(torch.cuda.device_count(), 1)))
+        if "MASTER_ADDR" not in os.environ:
+            node_list = os.environ.get("SLURM_JOB_NODELIST") or os.environ["SLURM_NODELIST"]
+            os.environ["MASTER_ADDR"] = _first_slurm_host(node_list)
+        os.environ.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
+        return rank, world, local_rank
+    return None
+
+
+def init_distributed_mode(args: Any) -> bool:
+    """Join the process group described by the launcher; returns True if this call created it.
+
+    Sets args.distributed, args.rank, args.world_size, args.gpu (the local rank). The backend is
+    ``--dist_backend`` (auto: NCCL when the run is on CUDA, gloo otherwise), so the same command trains
+    on a CPU box and on a GPU cluster. A process group that already exists (a caller set it up) is used
+    as it is.
+    """
+    if is_dist_avail_and_initialized():
+        args.distributed, args.rank, args.world_size = get_world_size() > 1, get_rank(), get_world_size()
+        args.gpu = int(os.environ.get("LOCAL_RANK", args.rank))
+        return False
+    ranks = _ranks_from_environment(args)
+    if ranks is None:
         args.distributed, args.rank, args.world_size, args.gpu = False, 0, 1, 0
-        return
+        return False
+    args.rank, args.world_size, args.gpu = ranks
     args.distributed = True
     use_cuda = str(args.device).startswith("cuda") and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(args.gpu)
-    backend = "nccl" if use_cuda else "gloo"
-    logger.info("distributed init (rank %d of %d, backend %s)", args.rank, args.world_size, backend)
+    backend = getattr(args, "dist_backend", "auto")
+    if backend == "auto":
+        backend = "nccl" if use_cuda else "gloo"
+    timeout = datetime.timedelta(minutes=getattr(args, "dist_timeout_min", 60))
+    logger.info("distributed init: rank %d of %d (local %d), backend %s, %s", args.rank, args.world_size,
+                args.gpu, backend, getattr(args, "dist_url", "env://"))
     dist.init_process_group(backend=backend, init_method=getattr(args, "dist_url", "env://"),
-                            world_size=args.world_size, rank=args.rank)
-    dist.barrier()
+                            world_size=args.world_size, rank=args.rank, timeout=timeout,
+                            device_id=torch.device("cuda", args.gpu) if backend == "nccl" else None)
+    barrier()
+    return True
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (after a final barrier so no rank exits while others still talk)."""
+    if is_dist_avail_and_initialized():
+        barrier()
+        dist.destroy_process_group()
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
@@ -70,6 +112,15 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
         t /= get_world_size()
     return t
+
+
+def all_reduce_sum(value: float | int) -> float:
+    """Sum a Python number over ranks (identity when not distributed)."""
+    if get_world_size() < 2:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return float(t.item())
 
 
 def reduce_dict(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,6 +143,35 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s value of a picklable object, on every rank."""
+    if get_world_size() < 2:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step every rank holds
+    the statistics of its own last batch; evaluating with them would score slightly different models.
+    """
+    if get_world_size() < 2:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
 def barrier() -> None:
     if is_dist_avail_and_initialized():
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def _collective_device() -> torch.device:
+    """Where tensors for a collective must live: the current GPU for NCCL, the CPU otherwise."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
