@@ -82,6 +82,10 @@ def load_inference_weights(model: nn.Module, args: Any) -> dict[str, Any]:
 
 def build_inference_model(args: Any, device: torch.device) -> nn.Module:
     """The model of --method with the --resume weights, on `device`, in eval mode."""
+    if not getattr(args, "resume", ""):
+        raise CheckpointMismatchError("inference needs a trained model: pass --resume CHECKPOINT")
+    if not Path(args.resume).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
     model, _, _ = build_model(args)
     load_inference_weights(model, args)
     return model.to(device).eval()
@@ -259,7 +263,7 @@ def cli_main(argv: Optional[Sequence[str]], description: str, run: Callable[[Any
     setup_logging(None)
     try:
         message = run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(message)
