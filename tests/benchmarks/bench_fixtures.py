@@ -49,6 +49,16 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
     return path
 
 
+def checkpoint_of_method(source: Path, target: Path, method: str) -> Path:
+    """A copy of a training checkpoint that claims to come from another --method."""
+    from util.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(source)
+    ckpt["args"].method = method
+    save_checkpoint(ckpt, target)
+    return target
+
+
 def coco_gt(records: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
     """COCO ground truth as MTTR writes it (ascii RLE counts, category 1)."""
     images, annotations = [], []

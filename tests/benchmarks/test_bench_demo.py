@@ -13,8 +13,7 @@ from PIL import Image
 
 import demo
 from datasets.video_io import count_decoded_frames
-from tests.benchmarks.bench_fixtures import frame_image, write_mp4
-from util.checkpoint import load_checkpoint, save_checkpoint
+from tests.benchmarks.bench_fixtures import checkpoint_of_method, frame_image, write_mp4
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,10 +90,7 @@ def test_bad_input_is_named_in_the_error(case: str, tmp_path: Path, tiny_session
 
 def test_checkpoint_of_another_method_is_refused(tmp_path: Path, tiny_session_flags: list[str],
                                                  tiny_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
-    ckpt = load_checkpoint(tiny_checkpoint)
-    ckpt["args"].method = "bifit"
-    other = tmp_path / "bifit.pth"
-    save_checkpoint(ckpt, other)
+    other = checkpoint_of_method(tiny_checkpoint, tmp_path / "bifit.pth", "bifit")
     rc = demo.main(tiny_session_flags + ["--resume", str(other), "--demo_path", str(_frames_folder(tmp_path / "f")),
                                          "--demo_exp", "a person", "--output_dir", str(tmp_path / "out")])
     assert rc == 1

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import inference_ytvos
+from tests.benchmarks.bench_fixtures import checkpoint_of_method
 from tests.datasets.ytvos_fixture import write_ytvos_fixture
 from util.inference import chunk_slices, contiguous_shards, frame_queries, run_workers
 
@@ -59,12 +60,7 @@ def test_inference_writes_the_upload_zip_and_resumes(tmp_path: Path, tiny_sessio
 
 def test_inference_refuses_a_checkpoint_of_another_method(tmp_path: Path, tiny_session_flags: list[str],
                                                          tiny_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
-    from util.checkpoint import load_checkpoint, save_checkpoint
-
-    ckpt = load_checkpoint(tiny_checkpoint)
-    ckpt["args"].method = "some_other_method"
-    other = tmp_path / "other.pth"
-    save_checkpoint(ckpt, other)
+    other = checkpoint_of_method(tiny_checkpoint, tmp_path / "other.pth", "some_other_method")
     root = write_ytvos_fixture(tmp_path / "ref-ytvos")
     rc = inference_ytvos.main(tiny_session_flags + ["--ytvos_path", str(root), "--output_dir", str(tmp_path / "o"),
                                                     "--resume", str(other)])
