@@ -50,6 +50,8 @@ class ReferFormer(nn.Module):
     # flag name -> this method's default where it differs from the shared one (applied by
     # models.registry.apply_method_defaults to flags not given on the command line)
     default_overrides: dict[str, Any] = {}
+    # Ref-DAVIS17 inference clip length when --clip_len is not given (upstream inference_davis.py)
+    davis_clip_len: int = 36
 
     def __init__(self, backbone: nn.Module, transformer: nn.Module, tokenizer: Any, text_encoder: nn.Module,
                  num_classes: int, num_queries: int, num_feature_levels: int, num_frames: int = 5,

@@ -72,9 +72,6 @@ def apply_method_defaults(args: argparse.Namespace, argv: Optional[Sequence[str]
     """Give every flag named in ``args.method``'s ``default_overrides`` that method's default, unless
     ``argv`` (default: sys.argv[1:]) sets it. ``parser`` is the parser that produced ``args`` (default:
     opts.get_args_parser()). Returns the values applied.
-
-    Overrides for flags the parser does not define (e.g. an inference script's own flag) are set as well,
-    so the script that defines the flag reads the method's value.
     """
     method = get_method(getattr(args, "method", "referformer"))
     overrides: dict[str, Any] = getattr(method, "default_overrides", {})
@@ -85,6 +82,10 @@ def apply_method_defaults(args: argparse.Namespace, argv: Optional[Sequence[str]
 
         parser = get_args_parser()
     argv = sys.argv[1:] if argv is None else argv
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"{method.__qualname__}.default_overrides names flags the parser does not define: {unknown}")
     explicit = given_on_command_line(parser, argv)
     applied = {name: value for name, value in overrides.items() if name not in explicit}
     for name, value in applied.items():

@@ -97,7 +97,8 @@ class BIFIT(ReferFormer):
     """ReferFormer with inter-frame query interaction in the decoder and text that also reads the video."""
 
     official_key_map = {"transformer.decoder.decoder_layers.": "transformer.decoder.layers."}
-    default_overrides: dict[str, Any] = {"lr": 5e-5, "lr_backbone": 1e-5, "num_frames": 6, "davis_clip_len": 24}
+    default_overrides: dict[str, Any] = {"lr": 5e-5, "lr_backbone": 1e-5, "num_frames": 6}
+    davis_clip_len = 24
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -59,7 +59,7 @@ def test_shared_code_never_branches_on_the_method_name() -> None:
 # ---------------------------------------------------------------------------------------- method defaults
 def test_method_defaults_apply_to_flags_not_given() -> None:
     args = _parse_with_method_defaults(["--method", "bifit"])
-    assert (args.lr, args.lr_backbone, args.num_frames, args.davis_clip_len) == (5e-5, 1e-5, 6, 24)
+    assert (args.lr, args.lr_backbone, args.num_frames) == (5e-5, 1e-5, 6)
     assert args.query_enc_layers == 1 and args.lr_text_fusion == 5e-5
 
 
@@ -71,7 +71,15 @@ def test_explicit_flags_win_even_when_equal_to_the_shared_default() -> None:
 def test_referformer_keeps_the_shared_defaults() -> None:
     args = _parse_with_method_defaults(["--lr", "3e-4"])
     assert (args.lr, args.lr_backbone, args.num_frames) == (3e-4, 5e-5, 5)
-    assert not hasattr(args, "davis_clip_len")
+
+
+def test_overrides_of_undefined_flags_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = _parser()
+    args = parser.parse_args(["--method", "bifit"])
+    cls = get_method("bifit")
+    monkeypatch.setattr(cls, "default_overrides", {**cls.default_overrides, "no_such_flag": 1})
+    with pytest.raises(ValueError, match="no_such_flag"):
+        apply_method_defaults(args, ["--method", "bifit"], parser)
 
 
 def test_given_on_command_line_sees_aliases_and_store_false() -> None:
@@ -83,11 +91,8 @@ def test_given_on_command_line_sees_aliases_and_store_false() -> None:
 def test_default_overrides_name_real_flags_with_matching_types() -> None:
     parser = _parser()
     defaults = {a.dest: a.default for a in parser._actions}
-    script_only = {"davis_clip_len"}  # read by the Ref-DAVIS inference script, not by main.py's parser
     for name, cls in METHODS.items():
         for flag, value in cls.default_overrides.items():
-            if flag in script_only:
-                continue
             assert flag in defaults, f"{name}.default_overrides: no flag --{flag}"
             assert type(value) is type(defaults[flag]), f"{name}: --{flag} {value!r} vs {defaults[flag]!r}"
 
