@@ -209,7 +209,7 @@ def _jit_build(with_cuda: bool) -> ModuleType:
             raise RuntimeError(problem)
         build_config.point_torch_at_cuda_home()
         extra_cuda_cflags = [*build_config.nvcc_flags(), *build_config.define_flags(with_cuda),
-                             *build_config.cuda_arch_flags(build_config.nvcc_path())]
+                             *build_config.cuda_arch_flags(build_config.nvcc_path(), portable=False)]
     logger.info("loading deformable attention extension %s (compiled on first use, then cached)", name)
     return cpp_extension.load(
         name=name,

@@ -165,12 +165,13 @@ def gencode_flags(arch_list: str) -> list[str]:
     return flags
 
 
-def cuda_arch_flags(nvcc: Path) -> list[str]:
-    """Explicit -gencode flags when neither TORCH_CUDA_ARCH_LIST nor a visible GPU tells torch what to target.
+def cuda_arch_flags(nvcc: Path, portable: bool) -> list[str]:
+    """Explicit -gencode flags, or [] to let torch choose (TORCH_CUDA_ARCH_LIST, else the visible GPUs).
 
-    Otherwise returns [] and torch's own selection applies (the env list, or the visible GPUs).
+    ``portable`` (ahead-of-time builds) targets every arch torch itself targets unless
+    TORCH_CUDA_ARCH_LIST says otherwise; JIT builds do that only when no GPU is visible.
     """
-    if os.environ.get("TORCH_CUDA_ARCH_LIST") or torch.cuda.is_available():
+    if os.environ.get("TORCH_CUDA_ARCH_LIST") or (torch.cuda.is_available() and not portable):
         return []
     return gencode_flags(default_arch_list(nvcc))
 

@@ -1,8 +1,8 @@
 """Ahead-of-time build of the deformable attention extension: ``cd models/ops && python setup.py build install``.
 
 Builds CUDA whenever torch has CUDA and a matching toolkit (nvcc + headers) is found, with or without a
-visible GPU; with no GPU the archs are the ones torch itself targets (override with
-TORCH_CUDA_ARCH_LIST). Otherwise builds the CPU kernel only. The installed module is
+visible GPU, for every arch torch itself targets that this nvcc supports (override with
+TORCH_CUDA_ARCH_LIST, e.g. "8.0;9.0"). Otherwise builds the CPU kernel only. The installed module is
 ``MultiScaleDeformableAttention``; ``models.ops`` uses it when it was built from the same sources.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def extension_kwargs(with_cuda: bool) -> dict:
     compile_args = {"cxx": [*build_config.cxx_flags(), *build_config.define_flags(with_cuda)]}
     if with_cuda:
         compile_args["nvcc"] = [*build_config.nvcc_flags(), *build_config.define_flags(with_cuda),
-                                *build_config.cuda_arch_flags(build_config.nvcc_path())]
+                                *build_config.cuda_arch_flags(build_config.nvcc_path(), portable=True)]
     return {"name": build_config.PREBUILT_MODULE_NAME, "sources": sources,
             "include_dirs": [str(build_config.SRC_DIR)], "extra_compile_args": compile_args,
             "extra_link_args": build_config.ld_flags()}
