@@ -168,6 +168,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = "RVOS") 
 
     parser = argparse.ArgumentParser(description, parents=[get_args_parser()])
     args = parser.parse_args(argv)
+    from models.registry import apply_method_defaults
+
+    apply_method_defaults(args, argv, parser)
     args.masks = True
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
