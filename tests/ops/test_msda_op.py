@@ -30,7 +30,7 @@ def test_forward_matches_reference(use_impl, impl: str, device: str, dtype: torc
 
 
 @pytest.mark.parametrize("impl,device", COMPILED_IMPLS)
-@pytest.mark.parametrize("channels", [1, 30, 32, 71])
+@pytest.mark.parametrize("channels", [1, 30, 32, 71, 1025])
 def test_gradients_match_reference_autograd(use_impl, impl: str, device: str, channels: int) -> None:
     use_impl(impl)
     inputs = make_op_inputs(3, 2, channels, 4, SHAPES, 3, device=device, seed=1)
