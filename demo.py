@@ -173,7 +173,7 @@ def write_outputs(source: Any, expressions: list[str], chosen: list[Tensor], siz
                 name = source.names[span.start + t]
                 image = np.asarray(frame)
                 for k, masks in enumerate(binary):
-                    Image.fromarray(masks[t].astype(np.uint8) * 255, mode="L").save(mask_dirs[k] / f"{name}.png")
+                    Image.fromarray(masks[t].astype(np.uint8) * 255).save(mask_dirs[k] / f"{name}.png")
                     image = overlay_mask(image, masks[t], PALETTE[k % len(PALETTE)])
                 for k, text in enumerate(expressions):
                     image = draw_caption(image, text, PALETTE[k % len(PALETTE)], line=k)

@@ -107,7 +107,7 @@ def video_palette(args: Namespace, video: str, first_frame: str) -> list[int]:
 
 def write_label_pngs(folder: Path, names: list[str], labels: np.ndarray, palette: list[int]) -> None:
     for name, frame in zip(names, labels):
-        image = Image.fromarray(frame, mode="P")
+        image = Image.fromarray(frame)
         image.putpalette(palette)
         image.save(folder / f"{name}.png")
 

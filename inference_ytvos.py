@@ -60,7 +60,7 @@ def pending_items(dataset: VideoExpressionSet, output_dir: Path, overwrite: bool
 def write_masks(folder: Path, names: list[str], masks: np.ndarray) -> None:
     """One 'L' PNG (0/255) per frame."""
     for name, mask in zip(names, masks):
-        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(folder / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{name}.png")
 
 
 def write_overlays(folder: Path, frame_dir: Path, names: list[str], masks: np.ndarray, caption: str) -> None:

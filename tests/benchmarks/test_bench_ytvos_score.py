@@ -33,7 +33,7 @@ def _write_predictions(root: Path, out: Path, blank: tuple[str, str] | None = No
             for frame in entry["frames"]:
                 labels = np.array(Image.open(root / "valid" / "Annotations" / video / f"{frame}.png"))
                 mask = (labels == int(exp["obj_id"])) & ((video, exp_id) != blank)
-                Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(folder / f"{frame}.png")
+                Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{frame}.png")
 
 
 def _global(folder: Path) -> dict[str, str]:
