@@ -11,7 +11,8 @@ DIR/valid/anno_<slot>/<video>/<frame>.png, pixel = object id (0 background). The
 ``eval_davis.py --results_path DIR/valid/anno_<slot>`` and average the four (scripts/dist_test_davis.sh
 does all of it); that average is the number papers report.
 
-As upstream: 36-frame chunks (``--clip_len``), query slot chosen independently per chunk
+As upstream: 36-frame chunks (``--clip_len``; default the method's ``davis_clip_len``, 36 for
+ReferFormer, 24 for BIFIT), query slot chosen independently per chunk
 (``--query_selection video`` chooses it once per video instead), probabilities below --threshold
 dropped, a constant background score of 0.1, per-pixel argmax. Unlike upstream the label of an object
 is its DAVIS object id rather than its rank in the expression list (equal for DAVIS, whose ids are
@@ -34,6 +35,7 @@ from torch import Tensor
 
 from datasets.synthetic import davis_palette
 from datasets.ytvos import VideoExpressionSet, transforms_from_args
+from models.registry import get_method
 from util.inference import (ProgressFn, build_inference_model, cli_main, folder_has_files, inference_caption,
                             predict_expression, run_pending, write_folder_atomically)
 
@@ -149,7 +151,7 @@ def pending_videos(dataset: VideoExpressionSet, output_dir: Path, overwrite: boo
 def run(args: Namespace) -> str:
     """Predict the missing videos into DIR/valid/anno_0 .. anno_3; returns the line to print."""
     if args.clip_len is None:
-        args.clip_len = DAVIS_CLIP_LEN
+        args.clip_len = getattr(get_method(args.method), "davis_clip_len", DAVIS_CLIP_LEN)
     if args.query_selection is None:
         args.query_selection = "chunk"
     output_dir = Path(args.output_dir)

@@ -13,7 +13,8 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("benchmarks (inference, demo, A2D/JHMDB evaluation)")
     g.add_argument("--clip_len", default=None, type=int,
                    help="ours: frames per forward pass at inference (0: the whole video as one clip). Default: "
-                        "0 for inference_ytvos.py (upstream), 36 for inference_davis.py (upstream) and demo.py")
+                        "0 for inference_ytvos.py (upstream), the method's davis_clip_len for inference_davis.py (36 "
+                        "for ReferFormer, as upstream), 36 for demo.py")
     g.add_argument("--query_selection", default=None, choices=["video", "chunk"],
                    help="ours: with --clip_len chunks, pick the query slot once from scores averaged over the "
                         "whole video ('video') or independently per chunk ('chunk', what upstream "
