@@ -88,7 +88,7 @@ def _loss(p: argparse.ArgumentParser) -> None:
 
 def _data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset_file", default="ytvos", help="ytvos, synthetic (more in datasets/)")
+    g.add_argument("--dataset_file", default="ytvos", help="ytvos, davis, a2d, jhmdb, synthetic (registered in datasets/)")
     g.add_argument("--coco_path", type=str, default="data/coco")
     g.add_argument("--ytvos_path", type=str, default="data/ref-youtube-vos")
     g.add_argument("--davis_path", type=str, default="data/ref-davis")
