@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from argparse import Namespace
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +30,8 @@ from torch.utils.data import Dataset
 from datasets import register_dataset, register_evaluator
 from datasets.samplers import BadSampleError, MissingFileError
 from datasets.transforms_video import make_video_transforms
+from util.paths import UnsafePathError
+from util.paths import check_path_component
 
 logger = logging.getLogger(__name__)
 
@@ -82,19 +83,15 @@ def _video_entries(path: Path) -> Iterator[tuple[str, Any, str]]:
         yield video, entry, f"{path}: videos['{video}']"
 
 
-_UNSAFE_PATH_CHARS = re.compile(r"[/\\:\x00-\x1f\x7f]")
+def checked_name(name: Any, where: str) -> str:
+    """`name` if it can safely become a path component (video id, expression id, frame name).
 
-
-def check_path_component(name: Any, where: str) -> str:
-    """`name` if it can safely become one path component (video id, expression id, frame name).
-
-    Names come from JSON written by someone else and end up in paths we read and (inference) write: a
-    separator, '..', a drive colon or a control character could reach outside the dataset or output folder.
+    Otherwise BadSampleError naming the file and field; util/paths.py says why this matters.
     """
-    if not isinstance(name, str) or not name or name in (".", "..") or _UNSAFE_PATH_CHARS.search(name):
-        raise BadSampleError(f"{where}: {name!r} is not a safe file or folder name (no '/', '\\', ':', "
-                             "control characters, '.' or '..')")
-    return name
+    try:
+        return check_path_component(name)
+    except UnsafePathError as err:
+        raise BadSampleError(f"{where}: {err}") from None
 
 
 def _as_object_id(value: Any, where: str) -> str:
@@ -131,17 +128,17 @@ def _parse_expression(exp: Any, where: str) -> dict[str, str]:
 
 
 def _parse_video(video: str, entry: Any, where: str, bad: BadEntries) -> dict[str, Any]:
-    check_path_component(video, f"{where} (video id)")
+    checked_name(video, f"{where} (video id)")
     frames = _field(entry, "frames", list, where)
     if not frames:
         raise BadSampleError(f"{where}: field 'frames' is empty (a video without frames)")
     for name in frames:
-        check_path_component(name, f"{where}['frames']")
+        checked_name(name, f"{where}['frames']")
     expressions = {}
     for exp_id, exp in _field(entry, "expressions", dict, where).items():
         exp_where = f"{where}['expressions']['{exp_id}']"
         try:
-            expressions[check_path_component(str(exp_id), f"{exp_where} (expression id)")] = \
+            expressions[checked_name(str(exp_id), f"{exp_where} (expression id)")] = \
                 _parse_expression(exp, exp_where)
         except BadSampleError as err:
             bad.drop(err)

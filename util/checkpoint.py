@@ -72,8 +72,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                 "trust its origin, convert it once with `python tools/convert_checkpoint.py --trust SRC DST`, "
                 "which keeps only the weights and the plain arguments."
             ) from err
+        detail = str(err).split(". ")[0][:200]
         raise CorruptCheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                                     f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+                                     f"{type(err).__name__} {detail}") from err
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     return ckpt
@@ -206,7 +207,7 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> Optional[tuple[Path
         try:
             return path, load_checkpoint(path)
         except (CorruptCheckpointError, UnsafeCheckpointError, ValueError) as err:
-            logger.warning("--resume auto: skipping %s: %s", path, err)
+            logger.warning("--resume auto: skipping it: %s", err)
     return None
 
 
