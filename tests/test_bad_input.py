@@ -130,7 +130,8 @@ def test_frames_of_one_video_with_different_sizes(root: Path) -> None:
 
 def test_palette_png_without_the_object_id(root: Path) -> None:
     edit_json(meta_expressions(root), lambda d: d["videos"]["vid_b"]["expressions"]["0"].update(obj_id="7"))
-    edit_json(root / "train" / "meta.json", lambda d: d["videos"]["vid_b"]["objects"].update({"7": {"category": "cat"}}))
+    edit_json(root / "train" / "meta.json",
+              lambda d: d["videos"]["vid_b"]["objects"].update({"7": {"category": "cat"}}))
     dataset = train_set(root, num_frames=1)
     with pytest.raises(BadSampleError, match=r"\['vid_b'\]\['expressions'\]\['0'\]\['obj_id'\] = 7 occurs in none "
                                              r"of the 3 annotation PNGs .*object ids present: \[1\]"):
@@ -157,7 +158,8 @@ def test_meta_expressions_not_json_or_without_videos(root: Path) -> None:
 
 
 @pytest.mark.parametrize("case, change, message", [
-    ("incomplete video", lambda d: d["videos"]["vid_b"].pop("expressions"), r"\['vid_b'\]: missing field 'expressions'"),
+    ("incomplete video", lambda d: d["videos"]["vid_b"].pop("expressions"),
+     r"\['vid_b'\]: missing field 'expressions'"),
     ("zero-frame video", lambda d: d["videos"]["vid_b"].update(frames=[]), r"\['vid_b'\]: field 'frames' is empty"),
     ("bad object id", lambda d: d["videos"]["vid_b"]["expressions"]["0"].update(obj_id="one"),
      r"\['vid_b'\]\['expressions'\]\['0'\]\['obj_id'\]: object ids should be non-negative integers"),

@@ -212,7 +212,11 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> Optional[tuple[Path
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy, torch and CUDA generator states, as tensors and plain values (weights-only loadable)."""
+    """Python, numpy, torch and CUDA generator states, as tensors and plain values (weights-only loadable).
+
+    CUDA: the current device's generator only (a rank uses one GPU; touching the others would create
+    contexts on them), and only once CUDA is in use.
+    """
     version, keys, gauss = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
@@ -221,23 +225,18 @@ def capture_rng_state() -> dict[str, Any]:
                   "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of capture_rng_state (CUDA states only when the device count matches)."""
+    """Inverse of capture_rng_state (the CUDA state goes to the current device)."""
     version, keys, gauss = state["python"]
     random.setstate((version, tuple(keys), gauss))
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["gauss"]))
     torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            logger.warning("checkpoint has CUDA RNG states for %d devices, this process sees %d: not restored",
-                           len(cuda), torch.cuda.device_count())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
