@@ -52,7 +52,6 @@ def _data_flags(tmp: Path) -> list[str]:
 
 def _train_and_evaluate(flags: list[str], out_file: str) -> None:
     """One epoch of plain SGD on the training split, then scoring of the valid split; rank 0 saves the result."""
-    torch.set_num_threads(1)
     args = parse_args(flags)
     created = init_distributed_mode(args)
     torch.manual_seed(0)
@@ -84,6 +83,7 @@ def disable_dropout(model: nn.Module) -> None:
 def _rank_worker(rank: int, world: int, port: int, flags: list[str], out_file: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
     _train_and_evaluate(flags, out_file)
 
 

@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+import datasets
 import main as main_module
 from datasets.samplers import DistributedSampler
 from engine import NonFiniteBudget, NonFiniteLossError, train_one_epoch
@@ -50,9 +51,16 @@ def _progress(path: Path) -> dict[str, int] | None:
         return None
 
 
-def _run_until_mid_epoch_checkpoint(cmd: list[str], checkpoint: Path, env: dict[str, str]) -> dict[str, int]:
-    """Start cmd, SIGKILL it as soon as `checkpoint` was written in the middle of epoch 1; returns that progress."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start_main(flags: list[str], log: Path) -> subprocess.Popen:
+    """main.py in a subprocess with one thread (all runs then use the same kernels), stderr to `log`."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    with open(log, "w") as stderr:
+        return subprocess.Popen([sys.executable, "main.py", *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+
+
+def _kill_at_mid_epoch_checkpoint(proc: subprocess.Popen, checkpoint: Path, log: Path) -> dict[str, int]:
+    """SIGKILL proc as soon as `checkpoint` was written in the middle of epoch 1; returns that progress."""
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
@@ -62,7 +70,7 @@ def _run_until_mid_epoch_checkpoint(cmd: list[str], checkpoint: Path, env: dict[
                 proc.wait()
                 return progress
             time.sleep(0.05)
-        raise AssertionError(f"no mid-epoch checkpoint before the run ended: {proc.communicate()[1][-3000:]}")
+        raise AssertionError(f"no mid-epoch checkpoint before the run ended: {log.read_text()[-3000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -71,14 +79,17 @@ def _run_until_mid_epoch_checkpoint(cmd: list[str], checkpoint: Path, env: dict[
 
 def test_sigkill_mid_epoch_then_resume_auto_equals_uninterrupted_run(tmp_path: Path, tiny_flags: list[str]) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    main_module.main(parse_args(_flags(tmp_path, tiny_flags, straight)))
-    reference = load_checkpoint(straight / "checkpoint.pth")
+    logs = {name: tmp_path / f"{name}.log" for name in ("straight", "killed", "resumed")}
+    datasets.build_dataset("train", parse_args(_flags(tmp_path, tiny_flags, straight)))  # generated once, here
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    reference_run = _start_main(_flags(tmp_path, tiny_flags, straight), logs["straight"])  # runs alongside
     flags = _flags(tmp_path, tiny_flags, killed) + ["--save_every_iters", "1"]
     # --epochs 40: still running when killed; the schedule depends on --lr_drop only
-    at_kill = _run_until_mid_epoch_checkpoint([sys.executable, "main.py", *flags, "--epochs", "40"],
-                                              killed / "checkpoint.pth", env)
+    at_kill = _kill_at_mid_epoch_checkpoint(_start_main(flags + ["--epochs", "40"], logs["killed"]),
+                                            killed / "checkpoint.pth", logs["killed"])
+    assert reference_run.wait(timeout=600) == 0, logs["straight"].read_text()[-3000:]
+    reference = load_checkpoint(straight / "checkpoint.pth")
+
     latest = killed / "checkpoint.pth"
     (killed / "checkpoint9999.pth").write_bytes(latest.read_bytes()[:1000])  # newer but truncated
     (killed / "checkpoint.pth.abc.tmp").write_bytes(b"partial")  # what a kill during a save leaves
@@ -87,10 +98,10 @@ def test_sigkill_mid_epoch_then_resume_auto_equals_uninterrupted_run(tmp_path: P
     progress = resumed_from[1]["progress"]
     assert progress["epoch"] == 1 and 0 < progress["position"] and progress["position"] >= at_kill["position"]
 
-    result = subprocess.run([sys.executable, "main.py", *flags, "--resume", "auto"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "skipping" in result.stderr and "checkpoint9999.pth" in result.stderr
+    resumed_run = _start_main(flags + ["--resume", "auto"], logs["resumed"])
+    assert resumed_run.wait(timeout=600) == 0, logs["resumed"].read_text()[-3000:]
+    stderr = logs["resumed"].read_text()
+    assert "skipping" in stderr and "checkpoint9999.pth" in stderr
     final = load_checkpoint(latest)
     assert final["epoch"] == reference["epoch"] == 1
     for key, value in reference["model"].items():
@@ -206,6 +217,26 @@ def test_sampler_resumes_mid_epoch_on_the_same_or_another_world_size() -> None:
     assert sorted(item for s in quad for item in s) == sorted(global_order[6:18]), "same remaining samples"
     with pytest.raises(ValueError, match="start position"):
         quad[0].set_epoch(0, start=21)
+
+
+def test_changed_lr_drop_takes_effect_on_resume() -> None:
+    """Upstream kept the checkpoint's milestones whatever --lr_drop said (spec 11.1 #5)."""
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [6, 8], gamma=0.1)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    state = {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict()}
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3], gamma=0.1)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["lr_scheduler"])
+    main_module.apply_lr_drop(optimizer, scheduler, [3])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1), "epoch 4 is past the new milestone 3"
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1) and sorted(scheduler.milestones) == [3]
 
 
 def test_rng_state_roundtrip_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
