@@ -174,8 +174,11 @@ def restore_training_state(ckpt: dict[str, Any], source: str, model: nn.Module, 
 
 
 def make_loader(dataset: Any, args: Any, train: bool) -> DataLoader:
-    """Training: epoch-seeded interleaved sampler with per-position sample seeds (exactly resumable, the same
-    augmentation whatever the rank or worker count). Evaluation: contiguous chunks per rank, in order."""
+    """The data loader of a split for this rank.
+
+    Training: epoch-seeded interleaved sampler with per-position sample seeds (exactly resumable, the same
+    augmentation whatever the rank or worker count). Evaluation: contiguous chunks per rank, in order.
+    """
     if train:
         sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, seed_samples=True)
         dataset = SeededSamples(dataset, getattr(args, "bad_data", "error"))
@@ -241,6 +244,7 @@ class Trainer:
 
     def train_epoch(self, loader: DataLoader, epoch: int, start_position: int) -> dict[str, float]:
         sampler = loader.batch_sampler.sampler
+        start_position = min(start_position, sampler.total_size)  # a checkpoint of a run on more processes
         sampler.set_epoch(epoch, start_position)
         start_iteration = start_position // self.global_batch
         iterations = start_iteration + len(loader)
