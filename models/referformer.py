@@ -22,7 +22,7 @@ from .position_encoding import PositionEmbeddingSine1D
 from .registry import register_method
 from .segmentation import (CrossModalFPNDecoder, VisionLanguageFusionModule, dynamic_mask_head,
                            relative_coordinates)
-from .text_encoder import (FeatureResizer, TextFeatures, load_text_encoder, sentence_feature,
+from .text_encoder import (encoder_token_limit, FeatureResizer, TextFeatures, load_text_encoder, sentence_feature,
                            text_encoder_from_config, tokenize)
 
 NUM_CLASSES = {"ytvos": 65, "davis": 78, "a2d": 1, "jhmdb": 1}
@@ -188,7 +188,7 @@ class ReferFormer(nn.Module):
     # ------------------------------------------------------------------ stages
     def encode_text(self, captions: Sequence[str], device: torch.device) -> TextFeatures:
         """Word features [B, L, C] and the sentence feature [B, C], both through the shared resizer."""
-        tokens = tokenize(self.tokenizer, captions, device)
+        tokens = tokenize(self.tokenizer, captions, device, encoder_token_limit(self.tokenizer, self.text_encoder))
         encoded = self.text_encoder(**tokens)
         pad_mask = tokens["attention_mask"].ne(1)
         words = self.resizer(encoded.last_hidden_state)

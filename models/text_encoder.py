@@ -60,12 +60,22 @@ def text_encoder_from_config(config: Any, tokenizer: Any = None) -> tuple[Any, n
     return tokenizer, AutoModel.from_config(config, add_pooling_layer=True)
 
 
-def tokenize(tokenizer: Any, captions: Sequence[str], device: torch.device, max_length: int | None = None) -> Any:
-    """Pad to the longest caption; truncate only past the encoder's own limit (long captions would crash)."""
-    limit = max_length or getattr(tokenizer, "model_max_length", None)
-    if limit is not None and limit > 100_000:
-        limit = None
-    return tokenizer(list(captions), padding="longest", truncation=limit is not None, max_length=limit,
+def encoder_token_limit(tokenizer: Any, encoder: nn.Module) -> int:
+    """Longest token sequence the pair can take: the tokenizer's limit, capped by the encoder's positions.
+
+    Tokenizers saved without ``model_max_length`` report a huge sentinel; RoBERTa-style position ids start
+    after the padding index, hence the margin of 2.
+    """
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if positions:
+        limits.append(positions - 2)
+    return min(v for v in limits if v is not None and v < 100_000)
+
+
+def tokenize(tokenizer: Any, captions: Sequence[str], device: torch.device, max_length: int) -> Any:
+    """Pad to the longest caption; truncate captions longer than the encoder can take (they would crash it)."""
+    return tokenizer(list(captions), padding="longest", truncation=True, max_length=max_length,
                      return_tensors="pt").to(device)
 
 

@@ -161,3 +161,11 @@ def test_relative_coordinates_are_pixel_offsets() -> None:
     assert coords.shape == (1, 1, 1, 2, 10, 20)
     assert coords[0, 0, 0, 0, 0, 0] == pytest.approx(0.5 * 80 - 2)
     assert coords[0, 0, 0, 1, 3, 5] == pytest.approx(0.25 * 40 - (4 * 3 + 2))
+
+
+def test_long_caption_is_truncated_to_the_encoder_positions(tiny_flags: list[str]) -> None:
+    """A tokenizer saved without model_max_length reports a huge sentinel; the encoder's positions still bound it."""
+    model, _, _ = build_model(parse_args(tiny_flags))
+    model.tokenizer.model_max_length = int(1e30)
+    text = model.encode_text(["the red circle " * 200], torch.device("cpu"))
+    assert text.words.tensors.shape[1] == model.text_encoder.config.max_position_embeddings - 2
