@@ -101,6 +101,9 @@ def load_initial_weights(model: nn.Module, args: Any) -> None:
     missing, unexpected, mismatched = load_model_weights(model, state, get_method(args.method).official_key_map)
     logger.info("loaded %s: %d missing (class heads re-initialised), %d unexpected, %d shape mismatches",
                 args.pretrained_weights, len(missing), len(unexpected), len(mismatched))
+    fresh = model.describe_partial_load(missing) if hasattr(model, "describe_partial_load") else []
+    if fresh:
+        logger.info("left at initialisation (not in %s): %s", args.pretrained_weights, ", ".join(fresh))
     if mismatched:
         raise ValueError(f"{args.pretrained_weights}: shape mismatches, e.g. {mismatched[:3]}")
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,18 +41,32 @@ def minilm_path() -> str:
 
 
 def quickstart_flags(output_dir: Path, data_dir: Path, epochs: int) -> list[str]:
-    """The small configuration: ResNet-18 from scratch, 64-d transformer, frozen MiniLM, 96 px frames."""
+    """The small configuration: ResNet-18 from scratch (trainable BN), 64-d transformer, frozen MiniLM words,
+    96 px clips of 2 frames; the class loss weighs more so that query selection by the sentence is learned
+    within minutes (it is the slow part on this data)."""
     return [
         "--dataset_file", "synthetic", "--synthetic_path", str(data_dir), "--output_dir", str(output_dir),
         "--backbone", "resnet18", "--backbone_pretrained", "none", "--backbone_norm", "bn",
         "--text_encoder_type", minilm_path(), "--text_pooling", "mean", "--freeze_text_encoder",
         "--with_box_refine", "--binary", "--hidden_dim", "64", "--dim_feedforward", "128", "--enc_layers", "1",
-        "--dec_layers", "2", "--mask_dim", "32", "--num_queries", "5", "--num_frames", "3",
-        "--batch_size", "4", "--lr", "5e-4", "--lr_backbone", "5e-4", "--weight_decay", "1e-4",
-        "--epochs", str(epochs), "--lr_drop", str(max(epochs - 1, 1)), "--clip_max_norm", "1.0",
-        "--train_short_sides", "96", "--max_size", "128", "--crop_short_sides", "96", "--crop_range", "80", "96",
-        "--eval_short_side", "96", "--no_photometric", "--num_workers", "1", "--eval_every", "0", "--device", "cpu",
+        "--dec_layers", "2", "--mask_dim", "32", "--num_queries", "5", "--num_frames", "2", "--dropout", "0",
+        "--batch_size", "2", "--lr", "5e-4", "--lr_backbone", "5e-4", "--weight_decay", "1e-4",
+        "--cls_loss_coef", "8", "--epochs", str(epochs), "--lr_drop", str(max(epochs - 1, 1)),
+        "--clip_max_norm", "1.0", "--train_short_sides", "96", "--max_size", "96", "--crop_short_sides", "96",
+        "--crop_range", "80", "96", "--eval_short_side", "96", "--no_photometric", "--num_workers", "1",
+        "--eval_every", "0", "--device", "cpu",
     ]
+
+
+def train(flags: list[str], nproc: int) -> None:
+    """main.py in this process, or under torchrun with ``nproc`` CPU processes (gloo), one thread each."""
+    if nproc <= 1:
+        train_main(parse_args(flags))
+        return
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(ROOT / "main.py"), *flags]
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
 
 
 def swapped_caption_lookup(dataset: Any) -> dict[tuple[str, str], Optional[str]]:
@@ -67,7 +82,7 @@ def swapped_caption_lookup(dataset: Any) -> dict[tuple[str, str], Optional[str]]
 
 
 def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, out_dir: Path, device: torch.device,
-                   count: int = 4) -> None:
+                   clip_len: int, count: int = 4) -> None:
     """Overlay PNGs (mask, contour, caption) for the first expressions of a few videos."""
     from PIL import Image
 
@@ -78,7 +93,7 @@ def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, o
             continue
         seen.add(item["video_id"])
         probs = predict_video(model, postprocessors, item["frames"], item["caption"], item["size"],
-                              item["orig_size"], device)
+                              item["orig_size"], device, clip_len)
         masks = (probs > postprocessors["video"].threshold).cpu().numpy()
         video_dir = out_dir / f"{item['video_id']}_exp{item['exp_id']}"
         video_dir.mkdir(parents=True, exist_ok=True)
@@ -93,12 +108,11 @@ def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, o
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.time()
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    torch.set_num_threads(args.threads)
     out = Path(args.output_dir)
     flags = quickstart_flags(out, Path(args.data_dir), args.epochs) + args.extra
-    train_args = parse_args(flags)
     if not args.skip_train:
-        train_main(train_args)
+        train(flags, args.nproc)
     train_time = time.time() - start
 
     eval_args = parse_args(flags + ["--resume", str(out / "checkpoint.pth"), "--eval"])
@@ -109,15 +123,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"checkpoint does not match the model: {missing[:3]} {unexpected[:3]} {mismatched[:3]}")
     device = torch.device("cpu")
     dataset = scored_split("valid", eval_args, Path(args.data_dir))
-    true_stats = evaluate_video_expressions(model, postprocessors, dataset, device)
+    clip_len = eval_args.num_frames if args.eval_clip_len is None else args.eval_clip_len
+    true_stats = evaluate_video_expressions(model, postprocessors, dataset, device, clip_len=clip_len)
     lookup = swapped_caption_lookup(dataset)
-    swapped = evaluate_video_expressions(model, postprocessors, dataset, device,
+    swapped = evaluate_video_expressions(model, postprocessors, dataset, device, clip_len=clip_len,
                                          caption_for=lambda item: lookup[(item["video_id"], item["exp_id"])])
-    write_overlays(model, postprocessors, dataset, out / "overlays", device)
+    write_overlays(model, postprocessors, dataset, out / "overlays", device, clip_len)
     summary = {"jf": true_stats["jf"], "j": true_stats["j"], "f": true_stats["f"], "n_expressions": true_stats["n"],
                "jf_swapped": swapped["jf"], "j_swapped": swapped["j"], "f_swapped": swapped["f"],
                "train_seconds": round(train_time, 1), "total_seconds": round(time.time() - start, 1),
-               "epochs": args.epochs, "torch_threads": torch.get_num_threads()}
+               "epochs": args.epochs, "eval_clip_len": clip_len, "torch_threads": torch.get_num_threads()}
     write_json_atomic(out / "summary.json", summary)
     write_json_atomic(out / "per_expression.json", {"true": true_stats["per_expression"],
                                                     "swapped": swapped["per_expression"]})
@@ -128,8 +143,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output_dir", default="output/quickstart")
     parser.add_argument("--data_dir", default="data/synthetic", help="generated there if missing")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--nproc", type=int, default=2, help="training processes (torchrun, gloo); 1: in-process")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for evaluation")
+    parser.add_argument("--eval_clip_len", type=int, default=None,
+                        help="frames per inference chunk (default: the training clip length; 0: whole video)")
     parser.add_argument("--skip_train", action="store_true", help="only evaluate output_dir/checkpoint.pth")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further main.py flags, after --")
     args = parser.parse_args(argv)
