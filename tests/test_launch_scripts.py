@@ -78,13 +78,14 @@ def fake_scontrol_path(tmp_path: Path) -> str:
 def test_slurm_runs_one_torchrun_per_node_with_c10d_rendezvous(tmp_path: Path) -> None:
     slurm = {"PATH": fake_scontrol_path(tmp_path), "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08]",
              "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "8", "SLURM_SUBMIT_DIR": str(ROOT)}
-    (srun,) = dry_run("slurm_train.sh", "out/job", "--dataset_file", "ytvos", **slurm)
+    job_dir = str(tmp_path / "job")  # slurm_train.sh creates OUTPUT_DIR even in a dry run
+    (srun,) = dry_run("slurm_train.sh", job_dir, "--dataset_file", "ytvos", **slurm)
     assert srun[:5] == ["srun", "--ntasks-per-node", "1", "--kill-on-bad-exit", "1"]
     assert srun[5:8] == ["bash", "scripts/_launch.sh", "main.py"] and value_after(srun, "--resume") == "auto"
 
     # what each node's task then runs (node 1 shown); srun exports the variables slurm_train.sh set
     node = {**slurm, "SLURM_NODEID": "1", "GPUS_PER_NODE": "8", "RDZV_ENDPOINT": "gpu07:29500"}
-    (torchrun,) = dry_run("_launch.sh", "main.py", "--output_dir", "out/job", **node)
+    (torchrun,) = dry_run("_launch.sh", "main.py", "--output_dir", job_dir, **node)
     assert value_after(torchrun, "--nnodes") == "2" and value_after(torchrun, "--nproc_per_node") == "8"
     assert value_after(torchrun, "--rdzv_backend") == "c10d"
     assert value_after(torchrun, "--rdzv_endpoint") == "gpu07:29500"
