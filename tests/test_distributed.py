@@ -96,13 +96,21 @@ def equivalence_flags(tmp_path: Path, tiny_flags: list[str]) -> list[str]:
 
 def test_two_ranks_match_one_process_with_the_same_global_batch(equivalence_flags: list[str], tmp_path: Path) -> None:
     single, dist_out = tmp_path / "single.pth", tmp_path / "dist.pth"
-    _train_and_evaluate(equivalence_flags + ["--batch_size", "2"], str(single))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each rank: same kernels, so only the batch split differs
+    try:
+        _train_and_evaluate(equivalence_flags + ["--batch_size", "2"], str(single))
+    finally:
+        torch.set_num_threads(threads)
     mp.spawn(_rank_worker, args=(2, _free_port(), equivalence_flags + ["--batch_size", "1"], str(dist_out)),
              nprocs=2, join=True)
     one, two = torch.load(single, weights_only=False), torch.load(dist_out, weights_only=False)
 
     assert len(one["losses"]) == len(two["losses"]) == STEPS
-    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-6)
+    # float32 sums over a different batch split differ in the last bits and the difference grows with the steps
+    # (seen: 1.7e-4 relative at step 4). The strict check is the parameter comparison below: a wrong gradient
+    # scale would leave differences of the order of the updates (up to 1e-2), the tolerance there is 5e-5.
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=5e-4, atol=1e-6)
     torch.manual_seed(0)
     initial = build_model(parse_args(equivalence_flags))[0].state_dict()
     moved = max(float((one["model"][k] - initial[k]).abs().max()) for k in initial if initial[k].is_floating_point())
