@@ -10,13 +10,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted: test runners swap (and close) it between runs."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging(output_dir: Optional[str], rank: int = 0, level: int = logging.INFO) -> None:
     """Root logger: INFO to stderr on rank 0 (WARNING on other ranks), plus output_dir/train.log on rank 0."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(level if rank == 0 else logging.WARNING)
     fmt = logging.Formatter(f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler(sys.stderr)
+    console = CurrentStderrHandler()
     console.setFormatter(fmt)
     root.addHandler(console)
     if output_dir and rank == 0:
