@@ -60,27 +60,9 @@ def configure_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _match(name: str, keywords: list[str]) -> bool:
-    return any(k in name for k in keywords)
-
-
-def build_param_groups(model: nn.Module, args: Any) -> list[dict[str, Any]]:
-    """Upstream's groups by name substring: default, backbone, text encoder, linear projections."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    special = args.lr_backbone_names + args.lr_text_encoder_names + args.lr_linear_proj_names
-    groups = [
-        {"params": [p for n, p in named if not _match(n, special)], "lr": args.lr},
-        {"params": [p for n, p in named if _match(n, args.lr_backbone_names)], "lr": args.lr_backbone},
-        {"params": [p for n, p in named if _match(n, args.lr_text_encoder_names)], "lr": args.lr_text_encoder},
-        {"params": [p for n, p in named if _match(n, args.lr_linear_proj_names)],
-         "lr": args.lr * args.lr_linear_proj_mult},
-    ]
-    return [g for g in groups if g["params"]]
-
-
 def build_optimizer(model: nn.Module, args: Any) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    method = get_method(args.method)
-    groups = method.param_groups(model, args) if hasattr(method, "param_groups") else build_param_groups(model, args)
+    """AdamW over the method's parameter groups (upstream's four for ReferFormer), MultiStepLR per epoch."""
+    groups = get_method(args.method).param_groups(model, args)
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop, gamma=0.1)
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import datasets
-from main import build_optimizer, build_param_groups, main
+from main import build_optimizer, main
 from models import build_model
+from models.registry import get_method
 from opts import parse_args
 from util.checkpoint import load_checkpoint
 from util.misc import collate_fn
@@ -33,7 +34,7 @@ def synthetic_flags(tmp_path: Path, tiny_flags: list[str]) -> list[str]:
 def test_param_groups_follow_upstream_names(tiny_flags: list[str]) -> None:
     args = parse_args(tiny_flags + ["--lr", "1e-3", "--lr_backbone", "1e-4", "--lr_linear_proj_mult", "0.5"])
     model, _, _ = build_model(args)
-    groups = build_param_groups(model, args)
+    groups = get_method(args.method).param_groups(model, args)
     names = {id(p): n for n, p in model.named_parameters()}
     by_lr = {g["lr"]: [names[id(p)] for p in g["params"]] for g in groups}
     assert all("backbone.0" in n for n in by_lr[1e-4])

@@ -98,15 +98,17 @@ def test_default_overrides_name_real_flags_with_matching_types() -> None:
 
 
 # ---------------------------------------------------------------------------------------- optimiser, loading
-def test_base_param_groups_equal_main_upstream_groups(tiny_flags: list[str]) -> None:
-    from main import build_param_groups
+def test_optimizer_uses_each_methods_param_groups(tiny_flags: list[str]) -> None:
+    from main import build_optimizer
 
-    args = parse_args(tiny_flags + ["--lr", "1e-3", "--lr_backbone", "1e-4", "--lr_linear_proj_mult", "0.5"])
-    model, _, _ = build_model(args)
-    ours = ReferFormer.param_groups(model, args)
-    theirs = build_param_groups(model, args)
-    assert [(g["lr"], [id(p) for p in g["params"]]) for g in ours] == \
-           [(g["lr"], [id(p) for p in g["params"]]) for g in theirs]
+    for name in sorted(METHODS):
+        args = parse_args(tiny_flags + ["--method", name, "--lr", "1e-3", "--lr_backbone", "1e-4",
+                                        "--lr_linear_proj_mult", "0.5"])
+        model, _, _ = build_model(args)
+        optimizer, _ = build_optimizer(model, args)
+        expected = METHODS[name].param_groups(model, args)
+        assert [(g["lr"], [id(p) for p in g["params"]]) for g in optimizer.param_groups] == \
+               [(g["lr"], [id(p) for p in g["params"]]) for g in expected], name
 
 
 def test_fresh_modules_names_the_smallest_wholly_missing_modules() -> None:
