@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import random
 import sys
@@ -18,7 +19,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -60,11 +61,49 @@ def configure_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def build_optimizer(model: nn.Module, args: Any) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the method's parameter groups (upstream's four for ReferFormer), MultiStepLR per epoch."""
+def use_fused_adamw(params: list[torch.Tensor], impl: str) -> bool:
+    """Whether AdamW runs fused: always for 'fused', never for 'foreach', and for 'auto' when torch has a fused
+    kernel for every parameter (floating point, on CPU or CUDA)."""
+    if impl not in ("auto", "fused", "foreach"):
+        raise ValueError(f"--adamw_impl: expected auto, fused or foreach, got {impl!r}")
+    if impl != "auto":
+        return impl == "fused"
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
+def build_optimizer(model: nn.Module, args: Any, iterations_per_epoch: int = 0
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the method's parameter groups (upstream's four for ReferFormer) and the --lr_schedule.
+
+    step: MultiStepLR stepped once per epoch. cosine: stepped after every iteration over
+    ``epochs * iterations_per_epoch`` iterations (see ``steps_per_iteration``).
+    """
     groups = get_method(args.method).param_groups(model, args)
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop, gamma=0.1)
+    fused = use_fused_adamw([p for g in groups for p in g["params"]], args.adamw_impl)
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, fused=fused,
+                                  foreach=None if fused else True)
+    if args.lr_schedule == "step":
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, args.lr_drop, gamma=0.1)
+    if iterations_per_epoch <= 0:
+        raise ValueError("--lr_schedule cosine needs the number of iterations per epoch (the training loader's length)")
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor(args.epochs * iterations_per_epoch))
+
+
+def cosine_factor(total: int) -> Callable[[int], float]:
+    """LR multiplier 0.5 * (1 + cos(pi * iteration / total)), 0 from ``total`` on.
+
+    A plain function, so LambdaLR's state_dict stores nothing of it and a resumed run decays over the total of
+    its own --epochs (as a resumed step schedule takes this run's --lr_drop).
+    """
+    def factor(iteration: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(iteration, total) / total))
+
+    return factor
+
+
+def steps_per_iteration(scheduler: Any) -> bool:
+    """Whether the scheduler advances every iteration (cosine) rather than every epoch (MultiStepLR)."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
 
 
 def wrap_distributed(model: nn.Module, args: Any, device: torch.device) -> nn.Module:
@@ -144,7 +183,8 @@ def restore_training_state(ckpt: dict[str, Any], source: str, model: nn.Module, 
         return StartPoint(args.start_epoch)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["lr_scheduler"])
-    apply_lr_drop(optimizer, scheduler, args.lr_drop)
+    if not steps_per_iteration(scheduler):
+        apply_lr_drop(optimizer, scheduler, args.lr_drop)
     progress = ckpt.get("progress")
     if progress is None:
         return StartPoint(int(ckpt["epoch"]) + 1)
@@ -236,6 +276,8 @@ class Trainer:
         every = self.args.save_every_iters
 
         def on_step(it: int, stats: dict[str, float]) -> None:
+            if steps_per_iteration(self.scheduler):
+                self.scheduler.step()
             if self.writer is not None and it % self.args.print_freq == 0:
                 for k, v in stats.items():
                     self.writer.add_scalar(f"train/{k}", v, epoch * iterations + it)
@@ -264,7 +306,8 @@ class Trainer:
             began = time.time()
             train_stats = self.train_epoch(loader, epoch, position)
             position = 0
-            self.scheduler.step()
+            if not steps_per_iteration(self.scheduler):
+                self.scheduler.step()
             record: dict[str, Any] = {"epoch": epoch, "epoch_time_s": time.time() - began,
                                       **{f"train_{k}": v for k, v in train_stats.items()}}
             self.save(epoch, epoch + 1, 0, snapshot=True)
@@ -311,7 +354,9 @@ def run(args: Any) -> dict[str, Any]:
     criterion.to(device)
     n_params = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
     logger.info("method %s: %d trainable parameters, %d process(es)", args.method, n_params, get_world_size())
-    optimizer, scheduler = build_optimizer(model_without_ddp, args)
+    loader = None if args.eval else make_loader(datasets.build_dataset("train", args), args, train=True)
+    # --eval never steps the schedule; 1 only lets a cosine one be built
+    optimizer, scheduler = build_optimizer(model_without_ddp, args, len(loader) if loader is not None else 1)
     budget = NonFiniteBudget(limit=getattr(args, "skip_nonfinite", 0))
 
     found = find_checkpoint_to_resume(args)
@@ -326,7 +371,6 @@ def run(args: Any) -> dict[str, Any]:
     if args.eval:
         return run_evaluation(model_without_ddp, postprocessors, args, device)
 
-    loader = make_loader(datasets.build_dataset("train", args), args, train=True)
     trainer = Trainer(args, model, model_without_ddp, criterion, postprocessors, optimizer, scheduler, device, budget)
     try:
         return trainer.run(loader, start)

@@ -22,8 +22,8 @@ from .position_encoding import PositionEmbeddingSine1D
 from .registry import register_method
 from .segmentation import (CrossModalFPNDecoder, VisionLanguageFusionModule, dynamic_mask_head,
                            relative_coordinates)
-from .text_encoder import (encoder_token_limit, FeatureResizer, TextFeatures, load_text_encoder, sentence_feature,
-                           text_encoder_from_config, tokenize)
+from .text_encoder import (EncodedText, encoder_token_limit, FeatureResizer, FrozenTextCache, TextFeatures,
+                           load_text_encoder, sentence_feature, text_encoder_from_config, tokenize)
 
 NUM_CLASSES = {"ytvos": 65, "davis": 78, "a2d": 1, "jhmdb": 1}
 
@@ -57,7 +57,8 @@ class ReferFormer(nn.Module):
                  num_classes: int, num_queries: int, num_feature_levels: int, num_frames: int = 5,
                  mask_dim: int = 256, dim_feedforward: int = 2048, controller_layers: int = 3,
                  dynamic_mask_channels: int = 8, aux_loss: bool = True, with_box_refine: bool = True,
-                 freeze_text_encoder: bool = False, rel_coord: bool = True, text_pooling: str = "pooler"):
+                 freeze_text_encoder: bool = False, rel_coord: bool = True, text_pooling: str = "pooler",
+                 head_dropout: float = 0.1, frozen_text_eval: bool = False):
         super().__init__()
         hidden_dim = transformer.d_model
         self.num_queries = num_queries
@@ -105,14 +106,17 @@ class ReferFormer(nn.Module):
         if freeze_text_encoder:
             for p in self.text_encoder.parameters():
                 p.requires_grad_(False)
-        self.resizer = FeatureResizer(text_encoder.config.hidden_size, hidden_dim, dropout=0.1)
+        self.frozen_text_eval = freeze_text_encoder and frozen_text_eval
+        self.text_cache = FrozenTextCache()
+        self.resizer = FeatureResizer(text_encoder.config.hidden_size, hidden_dim, dropout=head_dropout)
         self.fusion_module = VisionLanguageFusionModule(hidden_dim, nhead=8)
         self.text_pos = PositionEmbeddingSine1D(hidden_dim, normalize=True)
 
         self.mask_out_stride = 4
         self.mask_feat_stride = 4
         feature_channels = [backbone.num_channels[0]] + 3 * [hidden_dim]
-        self.pixel_decoder = CrossModalFPNDecoder(feature_channels, hidden_dim, mask_dim, dim_feedforward)
+        self.pixel_decoder = CrossModalFPNDecoder(feature_channels, hidden_dim, mask_dim, dim_feedforward,
+                                                  dropout=head_dropout)
 
         in_channels = mask_dim + (2 if rel_coord else 0)
         self.weight_nums, self.bias_nums = [], []
@@ -149,7 +153,8 @@ class ReferFormer(nn.Module):
                     controller_layers=args.controller_layers, dynamic_mask_channels=args.dynamic_mask_channels,
                     aux_loss=args.aux_loss, with_box_refine=args.with_box_refine,
                     freeze_text_encoder=args.freeze_text_encoder, rel_coord=args.rel_coord,
-                    text_pooling=args.text_pooling)
+                    text_pooling=args.text_pooling, head_dropout=args.head_dropout,
+                    frozen_text_eval=args.frozen_text_eval)
 
     @classmethod
     def build_transformer(cls, args: Any) -> DeformableTransformer:
@@ -185,15 +190,34 @@ class ReferFormer(nn.Module):
         """
         return fresh_modules(list(self.state_dict()), missing)
 
+    def train(self, mode: bool = True) -> "ReferFormer":
+        """As nn.Module.train, except that a frozen text encoder stays in eval mode with --frozen_text_eval."""
+        super().train(mode)
+        if self.frozen_text_eval:
+            self.text_encoder.eval()
+            self.text_cache.clear()
+        return self
+
     # ------------------------------------------------------------------ stages
-    def encode_text(self, captions: Sequence[str], device: torch.device) -> TextFeatures:
-        """Word features [B, L, C] and the sentence feature [B, C], both through the shared resizer."""
+    def run_text_encoder(self, captions: Sequence[str], device: torch.device) -> EncodedText:
+        """The text encoder's word states [B, L, C], padding mask [B, L] and sentence vector [B, C]."""
         tokens = tokenize(self.tokenizer, captions, device, encoder_token_limit(self.tokenizer, self.text_encoder))
         encoded = self.text_encoder(**tokens)
-        pad_mask = tokens["attention_mask"].ne(1)
-        words = self.resizer(encoded.last_hidden_state)
-        sentence = self.resizer(sentence_feature(encoded, tokens["attention_mask"], self.text_pooling))
-        return TextFeatures(NestedTensor(words, pad_mask), sentence)
+        sentence = sentence_feature(encoded, tokens["attention_mask"], self.text_pooling)
+        return encoded.last_hidden_state, tokens["attention_mask"].ne(1), sentence
+
+    def encode_text(self, captions: Sequence[str], device: torch.device) -> TextFeatures:
+        """Word features [B, L, C] and the sentence feature [B, C], both through the shared resizer.
+
+        While training with --frozen_text_eval the encoder outputs come from ``text_cache`` (they depend only
+        on the caption); it is emptied whenever the model enters train mode, so loaded weights are never stale.
+        """
+        if self.training and self.frozen_text_eval:
+            hidden, pad_mask, sentence = self.text_cache.lookup(
+                captions, lambda missing: self.run_text_encoder(missing, device), device)
+        else:
+            hidden, pad_mask, sentence = self.run_text_encoder(captions, device)
+        return TextFeatures(NestedTensor(self.resizer(hidden), pad_mask), self.resizer(sentence))
 
     def fuse(self, src: Tensor, text: TextFeatures, text_pos: Tensor, num_frames: int) -> Tensor:
         """Multiplicative early fusion of one level [bt, C, h, w] with the words (frames share the sentence)."""

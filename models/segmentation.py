@@ -100,7 +100,7 @@ class CrossModalFPNDecoder(nn.Module):
     SR_RATIOS = (8, 4, 2, 1)
 
     def __init__(self, feature_channels: list[int], conv_dim: int, mask_dim: int, dim_feedforward: int = 2048,
-                 norm_groups: int = 8, nhead: int = 8):
+                 norm_groups: int = 8, nhead: int = 8, dropout: float = 0.1):
         super().__init__()
         self.num_stages = len(feature_channels)
         for s, in_ch in enumerate(feature_channels, start=1):
@@ -109,7 +109,7 @@ class CrossModalFPNDecoder(nn.Module):
                                                    relu=True))
         self.mask_features = Conv2dNorm(conv_dim, mask_dim, 3, padding=1, bias=True)
         for s in range(1, self.num_stages + 1):
-            block = VisionLanguageBlock(conv_dim, nhead, dim_feedforward, dropout=0.1)
+            block = VisionLanguageBlock(conv_dim, nhead, dim_feedforward, dropout=dropout)
             for p in block.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -89,3 +90,52 @@ def sentence_feature(encoder_out: Any, attention_mask: Tensor, pooling: str) -> 
         weights = attention_mask.unsqueeze(-1).to(encoder_out.last_hidden_state.dtype)
         return (encoder_out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     raise ValueError(f"--text_pooling must be 'pooler' or 'mean', got {pooling!r}")
+
+
+EncodedText = tuple[Tensor, Tensor, Tensor]  # hidden states [B, L, C], padding mask [B, L] (True = pad), sentence [B, C]
+
+
+class FrozenTextCache:
+    """Encoder outputs per caption, for a frozen text encoder in eval mode (the output then depends only on the
+    caption). A training epoch shows every expression once per clip, so each is encoded once instead.
+
+    Entries keep only the caption's own tokens; ``lookup`` pads them again (right padding, as the tokenizers
+    do), so the result equals encoding the batch at once up to float rounding. Least recently used entries are
+    dropped beyond ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 16384):
+        if max_entries < 1:
+            raise ValueError(f"FrozenTextCache: max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def lookup(self, captions: Sequence[str], encode: Callable[[list[str]], EncodedText],
+               device: torch.device) -> EncodedText:
+        """Encoded captions, running ``encode`` on the ones not cached yet (each distinct caption once)."""
+        missing = list(dict.fromkeys(c for c in captions if c not in self._entries))
+        found = {c: self._entries[c] for c in captions if c in self._entries}
+        if missing:
+            with torch.no_grad():
+                hidden, pad_mask, sentence = encode(missing)
+            for i, caption in enumerate(missing):
+                found[caption] = (hidden[i][~pad_mask[i]].detach(), sentence[i].detach())
+        for caption, entry in found.items():
+            self._entries[caption] = entry
+            self._entries.move_to_end(caption)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        words = [found[c][0].to(device) for c in captions]
+        length = max(w.shape[0] for w in words)
+        hidden = words[0].new_zeros(len(words), length, words[0].shape[-1])
+        pad_mask = torch.ones(len(words), length, dtype=torch.bool, device=device)
+        for i, w in enumerate(words):
+            hidden[i, :w.shape[0]] = w
+            pad_mask[i, :w.shape[0]] = False
+        return hidden, pad_mask, torch.stack([found[c][1].to(device) for c in captions])

@@ -1,6 +1,7 @@
 """Engine and main.py: optimisation lowers the loss, checkpoints round-trip, resume continues, --eval scores."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import datasets
-from main import build_optimizer, main
+from main import build_optimizer, cosine_factor, main
 from models import build_model
 from models.registry import get_method
 from opts import parse_args
@@ -41,6 +42,33 @@ def test_param_groups_follow_upstream_names(tiny_flags: list[str]) -> None:
     assert all("reference_points" in n or "sampling_offsets" in n for n in by_lr[5e-4])
     assert not any("text_encoder" in n or "backbone.0" in n for n in by_lr[1e-3])
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_adamw_runs_fused_on_cpu_unless_asked_for_foreach(tiny_flags: list[str]) -> None:
+    model, _, _ = build_model(parse_args(tiny_flags))
+    fused, _ = build_optimizer(model, parse_args(tiny_flags))
+    foreach, _ = build_optimizer(model, parse_args(tiny_flags + ["--adamw_impl", "foreach"]))
+    assert fused.defaults["fused"] is True and not fused.defaults.get("foreach")
+    assert not foreach.defaults["fused"] and foreach.defaults["foreach"] is True
+
+
+def test_fused_and_foreach_adamw_take_the_same_steps(tiny_flags: list[str]) -> None:
+    """Same update up to float rounding, so switching the kernel never changes what a run learns."""
+    torch.manual_seed(0)
+    model, _, _ = build_model(parse_args(tiny_flags))
+    twin = copy.deepcopy(model)
+    opt_a, _ = build_optimizer(model, parse_args(tiny_flags + ["--adamw_impl", "fused"]))
+    opt_b, _ = build_optimizer(twin, parse_args(tiny_flags + ["--adamw_impl", "foreach"]))
+    for step in range(3):
+        for m in (model, twin):
+            torch.manual_seed(step)
+            for p in m.parameters():
+                p.grad = torch.randn_like(p) if p.requires_grad else None
+        opt_a.step()
+        opt_b.step()
+    with torch.no_grad():
+        moved = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), twin.parameters()))
+    assert moved < 1e-6
 
 
 def test_few_steps_lower_the_loss(synthetic_flags: list[str]) -> None:
@@ -88,3 +116,32 @@ def test_train_checkpoint_resume_and_eval(synthetic_flags: list[str], tmp_path: 
     assert stats["jf"] == pytest.approx((stats["j"] + stats["f"]) / 2)
     assert stats["n"] == len(datasets.build_dataset("valid", parse_args(synthetic_flags)))
     assert json.loads((out / "eval.json").read_text())["jf"] == pytest.approx(stats["jf"])
+
+
+def test_cosine_schedule_decays_every_iteration_and_resumes_exactly(synthetic_flags: list[str],
+                                                                    tmp_path: Path) -> None:
+    flags = synthetic_flags + ["--lr_schedule", "cosine", "--epochs", "2"]
+    lr = parse_args(flags).lr
+    main(parse_args(flags))
+    out = tmp_path / "out"
+    half, end = load_checkpoint(out / "checkpoint0000.pth"), load_checkpoint(out / "checkpoint.pth")
+    per_epoch = half["lr_scheduler"]["last_epoch"]
+    assert per_epoch > 1 and end["lr_scheduler"]["last_epoch"] == 2 * per_epoch
+    assert half["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.5 * lr)
+    assert end["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert lr > log[0]["train_lr"] > 0.5 * lr > log[1]["train_lr"] > 0.0
+
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    main(parse_args(flags + ["--output_dir", str(resumed_dir), "--resume", str(out / "checkpoint0000.pth")]))
+    resumed = load_checkpoint(resumed_dir / "checkpoint.pth")
+    assert resumed["lr_scheduler"]["last_epoch"] == 2 * per_epoch
+    for key, value in end["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_cosine_factor_runs_from_one_to_zero() -> None:
+    factor = cosine_factor(10)
+    assert [round(factor(i), 6) for i in (0, 5, 10, 12)] == [1.0, 0.5, 0.0, 0.0]
+    assert all(factor(i) > factor(i + 1) for i in range(10))

@@ -169,3 +169,15 @@ def test_long_caption_is_truncated_to_the_encoder_positions(tiny_flags: list[str
     model.tokenizer.model_max_length = int(1e30)
     text = model.encode_text(["the red circle " * 200], torch.device("cpu"))
     assert text.words.tensors.shape[1] == model.text_encoder.config.max_position_embeddings - 2
+
+
+def test_head_dropout_sets_the_resizer_and_fpn_dropout(tiny_flags: list[str]) -> None:
+    """Upstream fixes these at 0.1 (our default); --head_dropout 0 removes them for short runs."""
+    def rates(model: torch.nn.Module) -> set[float]:
+        heads = [model.resizer, model.pixel_decoder]
+        return {m.p for h in heads for m in h.modules() if isinstance(m, torch.nn.Dropout)}
+
+    default, _, _ = build_model(parse_args(tiny_flags))
+    off, _, _ = build_model(parse_args(tiny_flags + ["--head_dropout", "0"]))
+    assert rates(default) == {0.1}
+    assert rates(off) == {0.0}
