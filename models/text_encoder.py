@@ -92,7 +92,8 @@ def sentence_feature(encoder_out: Any, attention_mask: Tensor, pooling: str) -> 
     raise ValueError(f"--text_pooling must be 'pooler' or 'mean', got {pooling!r}")
 
 
-EncodedText = tuple[Tensor, Tensor, Tensor]  # hidden states [B, L, C], padding mask [B, L] (True = pad), sentence [B, C]
+# hidden states [B, L, C], padding mask [B, L] (True = pad), sentence vector [B, C]
+EncodedText = tuple[Tensor, Tensor, Tensor]
 
 
 class FrozenTextCache:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import evaluate_video_expressions, predict_video  # noqa: E402
+from datasets.synthetic import read_info  # noqa: E402
 from datasets.ytvos import scored_split  # noqa: E402
 from main import main as train_main  # noqa: E402
 from models import build_model  # noqa: E402
@@ -44,26 +45,30 @@ def minilm_path() -> str:
 
 
 def quickstart_flags(output_dir: Path, data_dir: Path, epochs: int, nproc: int = 1) -> list[str]:
-    """The small configuration: ResNet-18 from scratch (trainable BN), 64-d transformer, frozen MiniLM words,
-    96 px clips of 2 frames; the class loss weighs more so that query selection by the sentence is learned
-    within minutes (it is the slow part on this data). ``nproc`` processes share the CLIPS_PER_STEP clips of a
-    step."""
+    """The small configuration: ResNet-18 from scratch (trainable BN), 64-d transformer, frozen MiniLM (eval
+    mode, features cached per caption), 96 px clips of 2 frames, 10 queries for 2-4 objects, no head dropout;
+    the class loss weighs more so that query selection by the sentence is learned within minutes (it is the
+    slow part on this data). ``nproc`` processes share the CLIPS_PER_STEP clips of a step.
+    """
     return [
         "--dataset_file", "synthetic", "--synthetic_path", str(data_dir), "--output_dir", str(output_dir),
         "--backbone", "resnet18", "--backbone_pretrained", "none", "--backbone_norm", "bn",
         "--text_encoder_type", minilm_path(), "--text_pooling", "mean", "--freeze_text_encoder", "--frozen_text_eval",
         "--with_box_refine", "--binary", "--hidden_dim", "64", "--dim_feedforward", "128", "--enc_layers", "1",
-        "--dec_layers", "2", "--mask_dim", "32", "--num_queries", "5", "--num_frames", "2", "--dropout", "0",
-        "--batch_size", str(max(CLIPS_PER_STEP // nproc, 1)), "--lr", "5e-4", "--lr_backbone", "5e-4", "--weight_decay", "1e-4",
+        "--dec_layers", "2", "--mask_dim", "32", "--num_queries", "10", "--num_frames", "2", "--dropout", "0",
+        "--batch_size", str(max(CLIPS_PER_STEP // nproc, 1)), "--lr", "5e-4", "--lr_backbone", "5e-4",
+        "--weight_decay", "1e-4",
         "--cls_loss_coef", "8", "--epochs", str(epochs), "--lr_drop", str(max(epochs - 1, 1)),
         "--clip_max_norm", "1.0", "--train_short_sides", "96", "--max_size", "96", "--crop_short_sides", "96",
-        "--crop_range", "80", "96", "--eval_short_side", "96", "--no_photometric", "--num_workers", "0", "--head_dropout", "0",
+        "--crop_range", "80", "96", "--eval_short_side", "96", "--no_photometric", "--num_workers", "0",
+        "--head_dropout", "0",
         "--eval_every", "0", "--device", "cpu",
     ]
 
 
 def train(flags: list[str], nproc: int) -> None:
-    """main.py in this process, or under torchrun with ``nproc`` CPU processes (gloo), one thread each."""
+    """main.py in this process (the fastest on 2 cores), or under torchrun with ``nproc`` CPU processes (gloo),
+    one thread each."""
     if nproc <= 1:
         train_main(parse_args(flags))
         return
@@ -83,6 +88,26 @@ def swapped_caption_lookup(dataset: Any) -> dict[tuple[str, str], Optional[str]]
                       if str(e["obj_id"]) != str(exp["obj_id"])]
             lookup[(video, exp_id)] = others[0] if others else None
     return lookup
+
+
+ATTRIBUTES = ("colour", "shape", "size", "position", "motion")
+
+
+def jf_by_attribute(per_expression: list[dict[str, Any]], videos: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean J&F (and count) of the expressions that state each attribute, and of those that need motion.
+
+    Shows which words the model grounds: a per-frame model such as ReferFormer cannot see motion, so
+    'motion_required' stays near chance. ``videos`` is the split's 'videos' entry of synthetic_info.json.
+    """
+    groups: dict[str, list[float]] = {name: [] for name in ATTRIBUTES + ("motion_required",)}
+    for record in per_expression:
+        exp = videos[record["video_id"]]["expressions"][record["exp_id"]]
+        jf = (record["j"] + record["f"]) / 2
+        for name in exp["attrs"]:
+            groups[name].append(jf)
+        if exp["motion_required"]:
+            groups["motion_required"].append(jf)
+    return {name: {"jf": round(float(np.mean(v)), 4), "n": len(v)} for name, v in groups.items() if v}
 
 
 def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, out_dir: Path, device: torch.device,
@@ -136,7 +161,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = {"jf": true_stats["jf"], "j": true_stats["j"], "f": true_stats["f"], "n_expressions": true_stats["n"],
                "jf_swapped": swapped["jf"], "j_swapped": swapped["j"], "f_swapped": swapped["f"],
                "train_seconds": round(train_time, 1), "total_seconds": round(time.time() - start, 1),
-               "epochs": args.epochs, "eval_clip_len": clip_len, "torch_threads": torch.get_num_threads()}
+               "epochs": args.epochs, "eval_clip_len": clip_len, "torch_threads": torch.get_num_threads(),
+               "jf_by_attribute": jf_by_attribute(true_stats["per_expression"],
+                                                  read_info(Path(args.data_dir))["splits"]["valid"]["videos"])}
     write_json_atomic(out / "summary.json", summary)
     write_json_atomic(out / "per_expression.json", {"true": true_stats["per_expression"],
                                                     "swapped": swapped["per_expression"]})
