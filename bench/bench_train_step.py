@@ -11,17 +11,21 @@ per optimiser step, in fresh processes started one after another (the machine is
 - 1 process x 2 threads with each option switched on in turn: fused AdamW, --head_dropout 0,
   --frozen_text_eval (eval-mode text encoder + per-caption cache).
 
-The table gives the mean ms per step after --warmup steps and the speed-up over the first case.
+Each step is engine.train_one_epoch's, the one main.py runs (forward, losses, backward, clipping, AdamW,
+logging reductions). The table gives the mean ms per step after --warmup steps and the speed-up over the first
+case.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,8 +47,8 @@ CASES: list[tuple[str, int, list[str]]] = [
 ]
 
 
-def build_training(flags: list[str]) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, object]:
-    """Model, criterion, optimiser and train dataset of the quickstart configuration.
+def build_training(flags: list[str]) -> tuple[Any, torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Any]:
+    """Args, model, criterion, optimiser and train dataset of the quickstart configuration.
 
     ``--adamw_impl default`` stands for torch's own choice (what AdamW did before --adamw_impl existed).
     """
@@ -66,35 +70,29 @@ def build_training(flags: list[str]) -> tuple[torch.nn.Module, torch.nn.Module, 
                                       weight_decay=args.weight_decay)
     else:
         optimizer, _ = build_optimizer(model, args)
-    return model, criterion, optimizer, build_dataset("train", args)
+    return args, model, criterion, optimizer, build_dataset("train", args)
 
 
 def worker(rank: int, world: int, flags: list[str], threads: int, steps: int, warmup: int, port: int,
            result: Path) -> None:
+    """Times engine.train_one_epoch (the training step main.py runs) over ``steps`` batches after ``warmup``."""
     torch.set_num_threads(threads)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
+    from engine import train_one_epoch
     from util.misc import collate_fn
 
-    model, criterion, optimizer, dataset = build_training(flags)
+    args, model, criterion, optimizer, dataset = build_training(flags)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     generator = torch.Generator().manual_seed(rank)
     loader = torch.utils.data.DataLoader(dataset, batch_size=CLIPS_PER_STEP // world, shuffle=True,
                                          collate_fn=collate_fn, generator=generator)
-    net.train()
     batches = iter(loader)
-    started = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            started = time.perf_counter()
-        samples, targets = next(batches)
-        losses = criterion(net(samples, [t["caption"] for t in targets], targets), targets)
-        loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 1.0)
-        optimizer.step()
+    device = torch.device("cpu")
+    train_one_epoch(net, criterion, itertools.islice(batches, warmup), optimizer, device, 0, args.clip_max_norm)
+    started = time.perf_counter()
+    train_one_epoch(net, criterion, itertools.islice(batches, steps), optimizer, device, 0, args.clip_max_norm)
     elapsed = time.perf_counter() - started
     if rank == 0:
         result.write_text(f"{elapsed / steps * 1000:.2f}")

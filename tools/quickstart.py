@@ -32,7 +32,7 @@ from util.logging import write_json_atomic  # noqa: E402
 from util.visualize import PALETTE, draw_caption, overlay_mask  # noqa: E402
 
 logger = logging.getLogger("quickstart")
-# Clips per optimiser step. One process with two threads runs a step of 4 clips 1.3x faster than two
+# Clips per optimiser step. One process with two threads runs a step of 4 clips 1.45x faster than two
 # one-thread DDP processes with 2 clips each on a 2-core machine (gloo all-reduce and rank waits;
 # bench/bench_train_step.py).
 CLIPS_PER_STEP = 4
