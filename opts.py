@@ -124,6 +124,10 @@ def _data(p: argparse.ArgumentParser) -> None:
                    help="ours: min/max crop side of the random crop branch")
     g.add_argument("--eval_short_side", default=360, type=int, help="ours: shorter side at inference")
     g.add_argument("--no_photometric", action="store_true", help="ours: disable photometric distortion")
+    g.add_argument("--expressions_per_clip", default=1, type=int,
+                   help="ours: Ref-YTVOS-format training: each clip also carries up to K-1 expressions of other "
+                        "objects of its video (same frames and augmentation); the backbone reads the clip once for "
+                        "all of them. --batch_size still counts clips (default 1: upstream sampling)")
     g.add_argument("--binary", action="store_true", help="class-agnostic: one 'referred' class")
     g.add_argument("--remove_difficult", action="store_true", help="unused (kept for upstream command lines)")
 

@@ -9,11 +9,13 @@ per optimiser step, in fresh processes started one after another (the machine is
   text encoder in train mode (the quickstart before these options existed);
 - the same options in 1 process x 2 threads x 4 clips;
 - 1 process x 2 threads with each option switched on in turn: fused AdamW, --head_dropout 0,
-  --frozen_text_eval (eval-mode text encoder + per-caption cache).
+  --frozen_text_eval (eval-mode text encoder + per-caption cache);
+- the quickstart with --expressions_per_clip 2 and 3 (the same 4 clips carry more expressions, one backbone
+  pass per clip).
 
 Each step is engine.train_one_epoch's, the one main.py runs (forward, losses, backward, clipping, AdamW,
-logging reductions). The table gives the mean ms per step after --warmup steps and the speed-up over the first
-case.
+logging reductions). The table gives the mean ms per step after --warmup steps, the speed-up over the first
+case, the mean number of expressions (targets) per step and expressions trained per second.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -45,6 +47,8 @@ CASES: list[tuple[str, int, list[str]]] = [
     ("  + --frozen_text_eval (quickstart now)", 1, ["--adamw_impl", "fused", "--head_dropout", "0",
                                                     "--frozen_text_eval"]),
 ]
+QUICKSTART = ["--adamw_impl", "fused", "--head_dropout", "0", "--frozen_text_eval"]
+CASES += [(f"  + --expressions_per_clip {k}", 1, QUICKSTART + ["--expressions_per_clip", str(k)]) for k in (2, 3)]
 
 
 def build_training(flags: list[str]) -> tuple[Any, torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Any]:
@@ -73,6 +77,13 @@ def build_training(flags: list[str]) -> tuple[Any, torch.nn.Module, torch.nn.Mod
     return args, model, criterion, optimizer, build_dataset("train", args)
 
 
+def counting_targets(batches: Iterator[tuple[Any, list]], counts: list[int]) -> Iterator[tuple[Any, list]]:
+    """The batches unchanged, appending each batch's number of targets (expressions) to ``counts``."""
+    for batch in batches:
+        counts.append(len(batch[1]))
+        yield batch
+
+
 def worker(rank: int, world: int, flags: list[str], threads: int, steps: int, warmup: int, port: int,
            result: Path) -> None:
     """Times engine.train_one_epoch (the training step main.py runs) over ``steps`` batches after ``warmup``."""
@@ -91,23 +102,27 @@ def worker(rank: int, world: int, flags: list[str], threads: int, steps: int, wa
     batches = iter(loader)
     device = torch.device("cpu")
     train_one_epoch(net, criterion, itertools.islice(batches, warmup), optimizer, device, 0, args.clip_max_norm)
+    targets_per_step: list[int] = []
     started = time.perf_counter()
-    train_one_epoch(net, criterion, itertools.islice(batches, steps), optimizer, device, 0, args.clip_max_norm)
+    train_one_epoch(net, criterion, counting_targets(itertools.islice(batches, steps), targets_per_step), optimizer,
+                    device, 0, args.clip_max_norm)
     elapsed = time.perf_counter() - started
     if rank == 0:
-        result.write_text(f"{elapsed / steps * 1000:.2f}")
+        expressions = sum(targets_per_step) * world / steps
+        result.write_text(f"{elapsed / steps * 1000:.2f} {expressions:.2f}")
     if world > 1:
         dist.destroy_process_group()
 
 
-def time_case(flags: list[str], world: int, steps: int, warmup: int, port: int) -> float:
-    """Mean ms per 4-clip step of one case, run in fresh processes."""
+def time_case(flags: list[str], world: int, steps: int, warmup: int, port: int) -> tuple[float, float]:
+    """Mean ms per 4-clip step of one case, run in fresh processes, and the mean expressions per step."""
     threads = 2 // world
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "ms"
         mp.start_processes(worker, args=(world, flags, threads, steps, warmup, port, result), nprocs=world,
                            start_method="spawn")
-        return float(result.read_text())
+        ms, expressions = result.read_text().split()
+        return float(ms), float(expressions)
 
 
 def main() -> None:
@@ -124,10 +139,11 @@ def main() -> None:
             rows.append((name, time_case(base + options, world, args.steps, args.warmup, 29610 + i)))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"{args.steps} steps of {CLIPS_PER_STEP} clips after {args.warmup} warm-up steps")
-    print(f"| {'case':<44} | ms/step | speed-up |")
-    print(f"|{'-' * 46}|---------|----------|")
-    for name, ms in rows:
-        print(f"| {name:<44} | {ms:7.1f} | {rows[0][1] / ms:7.2f}x |")
+    print(f"| {'case':<44} | ms/step | speed-up | expressions/step | expressions/s |")
+    print(f"|{'-' * 46}|---------|----------|------------------|---------------|")
+    for name, (ms, expressions) in rows:
+        print(f"| {name:<44} | {ms:7.1f} | {rows[0][1][0] / ms:7.2f}x | {expressions:16.2f} | "
+              f"{expressions * 1000 / ms:13.1f} |")
 
 
 if __name__ == "__main__":

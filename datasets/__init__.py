@@ -53,8 +53,16 @@ def get_dataset_builder(name: str) -> DatasetBuilder:
 
 
 def build_dataset(image_set: str, args: Namespace) -> Dataset:
-    """Build split `image_set` ('train', 'val'/'valid', 'test') of dataset `args.dataset_file`."""
-    return get_dataset_builder(args.dataset_file)(image_set, args)
+    """Build split `image_set` ('train', 'val'/'valid', 'test') of dataset `args.dataset_file`.
+
+    A training set that cannot put several expressions on a clip refuses --expressions_per_clip > 1.
+    """
+    dataset = get_dataset_builder(args.dataset_file)(image_set, args)
+    per_clip = getattr(args, "expressions_per_clip", 1)
+    if image_set == "train" and per_clip > 1 and getattr(dataset, "expressions_per_clip", 1) != per_clip:
+        raise ValueError(f"--expressions_per_clip {per_clip}: the '{args.dataset_file}' training set puts one "
+                         f"expression on each clip; this option works with Ref-YTVOS-format sets (ytvos, synthetic)")
+    return dataset
 
 
 # An evaluator scores a model on a dataset's evaluation split with that benchmark's protocol:

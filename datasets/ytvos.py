@@ -272,6 +272,11 @@ def sample_clip_indices(anchor: int, video_len: int, num_frames: int,
     return sorted(indices)[:num_frames]
 
 
+# Per-object target fields stacked along the first dimension (T rows per object) while transforming.
+OBJECT_ROW_FIELDS = ("labels", "boxes", "masks", "valid")
+COMPANIONS_KEY = "companions"
+
+
 class YTVOSDataset(Dataset):
     """Training clips of Ref-YouTube-VOS-format data: one sample per (video, expression, anchor).
 
@@ -280,12 +285,21 @@ class YTVOSDataset(Dataset):
     another random sample is drawn, as in the reference, unless the referred object id occurs in none of
     the video's annotations: that is a data error (BadSampleError naming the video, expression and ids).
     ``bad_data='skip'`` drops malformed metadata entries with a warning instead of stopping.
+
+    ``expressions_per_clip`` = K > 1 adds to the target ``companions``: up to K - 1 targets of expressions
+    that refer to other objects of the same video (one expression per object, objects drawn at random),
+    on the same frames under the same augmentation. The model then reads the clip once for K expressions,
+    and each step contrasts the sentences of one scene. Companions with no valid frame are dropped.
     """
 
     def __init__(self, img_folder: Path, ann_file: Path, transforms: Callable, num_frames: int = 5,
-                 categories: Mapping[str, int] = YTVOS_CATEGORIES, bad_data: str = "error"):
+                 categories: Mapping[str, int] = YTVOS_CATEGORIES, bad_data: str = "error",
+                 expressions_per_clip: int = 1):
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if expressions_per_clip < 1:
+            raise ValueError(f"expressions_per_clip must be >= 1, got {expressions_per_clip}")
+        self.expressions_per_clip = expressions_per_clip
         self.img_folder = Path(img_folder)
         self.ann_file = Path(ann_file)
         self.transforms = transforms
@@ -293,6 +307,7 @@ class YTVOSDataset(Dataset):
         self.categories = dict(categories)
         self.bad_data = bad_data
         self.samples = self._build_index()
+        self._expressions_by_object = self._index_objects()
         self._object_ids: dict[str, set[int]] = {}
         logger.info("%s: %d videos, %d clips", self.ann_file, len({s["video"] for s in self.samples}),
                     len(self.samples))
@@ -316,6 +331,22 @@ class YTVOSDataset(Dataset):
                                     "frames": entry["frames"], "anchor": anchor})
         bad.report()
         return samples
+
+    def _index_objects(self) -> dict[str, dict[int, list[dict[str, Any]]]]:
+        """video -> object id -> its expressions (exp_id, caption, category_id), for companion draws."""
+        index: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+        for sample in self.samples:
+            by_exp = index.setdefault(sample["video"], {}).setdefault(sample["obj_id"], {})
+            by_exp[sample["exp_id"]] = {"exp_id": sample["exp_id"], "caption": sample["caption"],
+                                        "category_id": sample["category_id"]}
+        return {video: {obj: list(exps.values()) for obj, exps in objs.items()} for video, objs in index.items()}
+
+    def draw_companions(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
+        """Up to K - 1 expressions of other objects of the sample's video, one per object, drawn at random."""
+        others = sorted(obj for obj in self._expressions_by_object[sample["video"]] if obj != sample["obj_id"])
+        chosen = random.sample(others, min(self.expressions_per_clip - 1, len(others)))
+        return [dict(random.choice(self._expressions_by_object[sample["video"]][obj]), obj_id=obj)
+                for obj in chosen]
 
     def _category(self, objects: dict, meta_path: Path, video: str, obj_id: str) -> int:
         try:
@@ -362,36 +393,69 @@ class YTVOSDataset(Dataset):
                 f"{self.img_folder / 'Annotations' / video} (object ids present: {ids})")
 
     def load_clip(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
-        """Sample frame indices for sample `idx`, read frames and masks, and apply the transforms."""
+        """Sample frame indices for sample `idx`, read frames and masks, and apply the transforms.
+
+        The referred object's rows (and the companions', stacked after them) go through the transforms
+        together, so every expression sees the same crop, flip and resize.
+        """
         sample = self.samples[idx]
         frames = sample["frames"]
         indices = sample_clip_indices(sample["anchor"], len(frames), self.num_frames)
+        companions = self.draw_companions(sample) if self.expressions_per_clip > 1 else []
         paths = [self._frame_paths(sample["video"], frames[index]) for index in indices]
         images = [load_frame(frame_path) for frame_path, _ in paths]
         check_same_size(images, [frame_path for frame_path, _ in paths])
-        masks, boxes, valid = [], [], []
-        for image, (frame_path, ann_path) in zip(images, paths):
-            mask = load_label_map(ann_path, image.size, frame_path) == sample["obj_id"]
-            box = mask_box_xyxy(mask)
-            boxes.append(box or (0, 0, 0, 0))
-            valid.append(box is not None)
-            masks.append(torch.from_numpy(mask.astype(np.float32)))
+        label_maps = [load_label_map(ann_path, image.size, frame_path)
+                      for image, (frame_path, ann_path) in zip(images, paths)]
+        referred = [sample] + companions
+        rows = [object_rows(label_maps, entry["obj_id"], entry["category_id"]) for entry in referred]
         width, height = images[0].size
         target = {
             "frames_idx": torch.tensor(indices, dtype=torch.long),
-            "labels": torch.full((len(indices),), sample["category_id"], dtype=torch.long),
-            "boxes": torch.tensor(boxes, dtype=torch.float32),
-            "masks": torch.stack(masks),
-            "valid": torch.tensor(valid, dtype=torch.long),
+            **{name: torch.cat([r[name] for r in rows]) for name in OBJECT_ROW_FIELDS},
             "caption": clean_caption(sample["caption"]),
             "orig_size": torch.tensor([height, width], dtype=torch.long),
             "size": torch.tensor([height, width], dtype=torch.long),
             "video_id": sample["video"],
             "exp_id": sample["exp_id"],
         }
+        if self.expressions_per_clip > 1:
+            target["companion_captions"] = [clean_caption(c["caption"]) for c in companions]
         imgs, target = self.transforms(images, target)
         target["valid"] = target["valid"].long()
+        if self.expressions_per_clip > 1:
+            target = split_companions(target, [c["exp_id"] for c in companions], len(indices))
         return imgs, target
+
+
+def object_rows(label_maps: list[np.ndarray], obj_id: int, category_id: int) -> dict[str, Tensor]:
+    """Per-frame labels [T], xyxy boxes [T, 4] (zeros where absent), masks [T, H, W] and valid [T] of one object."""
+    masks, boxes, valid = [], [], []
+    for labels in label_maps:
+        mask = labels == obj_id
+        box = mask_box_xyxy(mask)
+        boxes.append(box or (0, 0, 0, 0))
+        valid.append(box is not None)
+        masks.append(torch.from_numpy(mask.astype(np.float32)))
+    return {"labels": torch.full((len(label_maps),), category_id, dtype=torch.long),
+            "boxes": torch.tensor(boxes, dtype=torch.float32), "masks": torch.stack(masks),
+            "valid": torch.tensor(valid, dtype=torch.long)}
+
+
+def split_companions(target: dict[str, Any], companion_exp_ids: list[str], num_frames: int) -> dict[str, Any]:
+    """Cut the stacked object rows of a transformed target into the referred object's target and the
+    companions' (``target['companions']``, those with at least one valid frame)."""
+    captions = target.pop("companion_captions")
+    parts = {name: target[name].split(num_frames) for name in OBJECT_ROW_FIELDS}
+    target.update({name: rows[0] for name, rows in parts.items()})
+    shared = {k: v for k, v in target.items() if k not in OBJECT_ROW_FIELDS + ("caption", "exp_id")}
+    companions = []
+    for i, (exp_id, caption) in enumerate(zip(companion_exp_ids, captions), start=1):
+        if bool(parts["valid"][i].any()):
+            companions.append({**shared, **{name: rows[i] for name, rows in parts.items()},
+                               "caption": caption, "exp_id": exp_id})
+    target[COMPANIONS_KEY] = companions
+    return target
 
 
 class VideoExpressionSet(Dataset):
@@ -484,7 +548,7 @@ def build_ytvos_split(root: Path, image_set: str, args: Namespace,
     if image_set == "train":
         return YTVOSDataset(root / "train", root / "meta_expressions" / "train" / "meta_expressions.json",
                             transforms_from_args("train", args), num_frames=args.num_frames, categories=categories,
-                            bad_data=bad_data)
+                            bad_data=bad_data, expressions_per_clip=getattr(args, "expressions_per_clip", 1))
     if image_set in ("val", "valid", "test"):
         split = "valid" if image_set == "val" else image_set
         return VideoExpressionSet(root, split, transforms_from_args(split, args), bad_data=bad_data)

@@ -302,11 +302,19 @@ class ReferFormer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, samples: NestedTensor | Sequence[Tensor], captions: Sequence[str],
                 targets: list[dict[str, Any]]) -> dict[str, Any]:
-        """samples: NestedTensor [B, T, 3, H, W] (or a list of [T, 3, h, w] clips); one caption per clip."""
+        """samples: NestedTensor [B, T, 3, H, W] (or a list of [T, 3, h, w] clips); one caption per target.
+
+        There is one target per clip, unless the targets carry ``clip_index`` (util.misc.collate_fn with
+        several expressions per clip): then the backbone reads each clip once and its features serve every
+        expression of that clip, and B becomes the number of targets.
+        """
         if not isinstance(samples, NestedTensor):
             samples = nested_tensor_from_videos_list(samples, size_divisibility=1)
         b, num_frames = samples.tensors.shape[:2]
         features, pos = self.backbone(samples)
+        if "clip_index" in targets[0]:
+            features, pos = share_clip_features(features, pos, targets, num_frames)
+            b = len(targets)
         if "valid_indices" in targets[0]:
             keep = torch.cat([t["valid_indices"].to(features[0].tensors.device) + i * num_frames
                               for i, t in enumerate(targets)])
@@ -342,6 +350,16 @@ class ReferFormer(nn.Module):
             refs = tout.inter_references[-2] if tout.inter_references.shape[0] > 1 else tout.init_reference[None]
             out["reference_points"] = refs[..., :2].reshape(b, num_frames, self.num_queries, 2)
         return out
+
+
+def share_clip_features(features: list[NestedTensor], pos: list[Tensor], targets: Sequence[dict[str, Any]],
+                        num_frames: int) -> tuple[list[NestedTensor], list[Tensor]]:
+    """Backbone levels [clips * T, ...] -> [targets * T, ...]: target i gets the frames of clip ``clip_index``."""
+    device = features[0].tensors.device
+    clips = torch.as_tensor([int(t["clip_index"]) for t in targets], device=device)
+    frames = (clips[:, None] * num_frames + torch.arange(num_frames, device=device)).flatten()
+    shared = [NestedTensor(f.tensors.index_select(0, frames), f.mask.index_select(0, frames)) for f in features]
+    return shared, [p.index_select(0, frames) for p in pos]
 
 
 def clip_tokens(maps: Tensor, num_frames: int) -> Tensor:

@@ -145,3 +145,33 @@ def test_cosine_factor_runs_from_one_to_zero() -> None:
     factor = cosine_factor(10)
     assert [round(factor(i), 6) for i in (0, 5, 10, 12)] == [1.0, 0.5, 0.0, 0.0]
     assert all(factor(i) > factor(i + 1) for i in range(10))
+
+
+def test_training_with_several_expressions_per_clip_runs_each_expression(synthetic_flags: list[str],
+                                                                         tmp_path: Path) -> None:
+    """main.py with --expressions_per_clip 3: the loader gives ~3 targets per clip and an epoch trains."""
+    args = parse_args(synthetic_flags + ["--epochs", "1", "--expressions_per_clip", "3"])
+    dataset = datasets.build_dataset("train", args)
+    samples, targets = collate_fn([dataset[0], dataset[1]])
+    objects = {(t["video_id"], t["clip_index"]) for t in targets}
+    assert samples.tensors.shape[0] == 2 and len(targets) > 2 and len(objects) == 2
+    main(args)
+    log = json.loads((tmp_path / "out" / "log.txt").read_text().splitlines()[0])
+    assert log["epoch"] == 0 and torch.isfinite(torch.tensor(log["train_loss"]))
+
+
+def test_batched_chunks_predict_what_one_chunk_at_a_time_predicts(tiny_flags: list[str]) -> None:
+    from engine import equal_length_groups, predict_video
+
+    model, _, postprocessors = build_model(parse_args(tiny_flags))
+    model.eval()
+    torch.manual_seed(0)
+    frames = torch.randn(7, 3, 96, 96)
+    with torch.no_grad():
+        one = predict_video(model, postprocessors, frames, "a red circle", (96, 96), (80, 70), torch.device("cpu"), 2)
+        batched = predict_video(model, postprocessors, frames, "a red circle", (96, 96), (80, 70),
+                                torch.device("cpu"), 2, chunks_per_batch=8)
+    assert one.shape == batched.shape == (7, 80, 70)
+    torch.testing.assert_close(batched, one, rtol=1e-4, atol=1e-5)
+    lengths = [[c.shape[0] for c in g] for g in equal_length_groups(list(frames.split(2)), 2)]
+    assert lengths == [[2, 2], [2], [1]]

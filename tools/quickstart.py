@@ -36,6 +36,8 @@ logger = logging.getLogger("quickstart")
 # one-thread DDP processes with 2 clips each on a 2-core machine (gloo all-reduce and rank waits;
 # bench/bench_train_step.py).
 CLIPS_PER_STEP = 4
+# Inference chunks per forward pass: all chunks of a 10-frame synthetic video at once.
+EVAL_CHUNKS_PER_BATCH = 8
 
 
 def minilm_path() -> str:
@@ -123,7 +125,7 @@ def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, o
             continue
         seen.add(item["video_id"])
         probs = predict_video(model, postprocessors, item["frames"], item["caption"], item["size"],
-                              item["orig_size"], device, clip_len)
+                              item["orig_size"], device, clip_len, EVAL_CHUNKS_PER_BATCH)
         masks = (probs > postprocessors["video"].threshold).cpu().numpy()
         video_dir = out_dir / f"{item['video_id']}_exp{item['exp_id']}"
         video_dir.mkdir(parents=True, exist_ok=True)
@@ -154,10 +156,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu")
     dataset = scored_split("valid", eval_args, Path(args.data_dir))
     clip_len = eval_args.num_frames if args.eval_clip_len is None else args.eval_clip_len
-    true_stats = evaluate_video_expressions(model, postprocessors, dataset, device, clip_len=clip_len)
+    true_stats = evaluate_video_expressions(model, postprocessors, dataset, device, clip_len=clip_len,
+                                            chunks_per_batch=EVAL_CHUNKS_PER_BATCH)
     lookup = swapped_caption_lookup(dataset)
     swapped = evaluate_video_expressions(model, postprocessors, dataset, device, clip_len=clip_len,
-                                         caption_for=lambda item: lookup[(item["video_id"], item["exp_id"])])
+                                         caption_for=lambda item: lookup[(item["video_id"], item["exp_id"])],
+                                         chunks_per_batch=EVAL_CHUNKS_PER_BATCH)
     write_overlays(model, postprocessors, dataset, out / "overlays", device, clip_len)
     summary = {"jf": true_stats["jf"], "j": true_stats["j"], "f": true_stats["f"], "n_expressions": true_stats["n"],
                "jf_swapped": swapped["jf"], "j_swapped": swapped["j"], "f_swapped": swapped["f"],

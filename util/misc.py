@@ -57,8 +57,18 @@ def nested_tensor_from_videos_list(videos: Sequence[Tensor], size_divisibility: 
 
 
 def collate_fn(batch: Sequence[tuple[Tensor, dict]], size_divisibility: int = 32) -> tuple[NestedTensor, list[dict]]:
-    """Collate (clip, target) pairs: clips padded to a multiple of 32, targets kept as a list."""
+    """Collate (clip, target) pairs: clips padded to a multiple of 32, targets kept as a list.
+
+    Targets with ``companions`` (several expressions on one clip) are flattened: each clip's target is
+    followed by its companions, and every target of the batch gets ``clip_index``, its clip's position.
+    """
     clips, targets = zip(*batch)
+    if any("companions" in t for t in targets):
+        flat = []
+        for index, target in enumerate(targets):
+            own = {k: v for k, v in target.items() if k != "companions"}
+            flat += [{**t, "clip_index": index} for t in [own, *target.get("companions", ())]]
+        targets = flat
     return nested_tensor_from_videos_list(clips, size_divisibility), list(targets)
 
 

@@ -118,6 +118,27 @@ def test_valid_indices_select_one_frame(tiny_flags: list[str]) -> None:
     assert out["pred_masks"].shape == (2, 1, 3, 16, 16)
 
 
+def test_clip_index_shares_one_backbone_pass_between_expressions(tiny_flags: list[str]) -> None:
+    """Three expressions on two clips (clip_index 0, 0, 1) give exactly what three separate clips give."""
+    model, _, _ = build_model(parse_args(tiny_flags))
+    model.eval()
+    samples, _, targets = _tiny_batch()
+    captions = ["a red circle", "the blue square on the left", "a white triangle"]
+    shared = [dict(targets[0], clip_index=0), dict(targets[0], clip_index=0), dict(targets[1], clip_index=1)]
+    calls = []
+    model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].tensors.shape[0]))
+    with torch.no_grad():
+        out = model(samples, captions, shared)
+        clips = samples.tensors[[0, 0, 1]]
+        masks = samples.mask[[0, 0, 1]]
+        separate = model(type(samples)(clips, masks), captions, [targets[0], targets[0], targets[1]])
+    assert calls[0] == 2 and calls[1] == 3
+    assert out["pred_masks"].shape == (3, 2, 3, 16, 16)
+    for key in ("pred_logits", "pred_boxes", "pred_masks"):
+        torch.testing.assert_close(out[key], separate[key], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out["pred_logits"][0], out["pred_logits"][1])
+
+
 def test_sentence_changes_predictions(tiny_flags: list[str]) -> None:
     model, _, _ = build_model(parse_args(tiny_flags))
     model.eval()
