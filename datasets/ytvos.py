@@ -274,7 +274,6 @@ def sample_clip_indices(anchor: int, video_len: int, num_frames: int,
 
 # Per-object target fields stacked along the first dimension (T rows per object) while transforming.
 OBJECT_ROW_FIELDS = ("labels", "boxes", "masks", "valid")
-COMPANIONS_KEY = "companions"
 
 
 class YTVOSDataset(Dataset):
@@ -454,7 +453,7 @@ def split_companions(target: dict[str, Any], companion_exp_ids: list[str], num_f
         if bool(parts["valid"][i].any()):
             companions.append({**shared, **{name: rows[i] for name, rows in parts.items()},
                                "caption": caption, "exp_id": exp_id})
-    target[COMPANIONS_KEY] = companions
+    target["companions"] = companions
     return target
 
 

@@ -180,7 +180,10 @@ def test_sentence_query_comes_from_the_cascaded_text(tiny_flags: list[str]) -> N
         model(samples, captions, targets)
     for b, words in enumerate(expected):
         ours = query_text.words.tensors[b, : words.shape[0]]
-        assert torch.allclose(ours, words, rtol=1e-3, atol=0), (ours - words).abs().max() / words.abs().max()
+        # float rounding differs with the batch layout: compare to the scale of the tensor, not elementwise
+        # (an element near zero has no meaningful relative error)
+        assert torch.allclose(ours, words, rtol=1e-3, atol=1e-4 * float(words.abs().max())), (
+            (ours - words).abs().max() / words.abs().max())
     sentence = torch.tanh(model.poolout_module.dense(torch.stack([w[0] for w in expected])))
     tgt = captured["tgt"].reshape(2, 2, model.num_queries, -1)
     assert torch.allclose(tgt, sentence[:, None, None].expand_as(tgt), atol=1e-6)
