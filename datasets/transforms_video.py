@@ -4,8 +4,9 @@ A transform is called as ``transform(frames, target)`` with ``frames`` a list of
 one clip and ``target`` a dict (possibly empty at evaluation). Geometric steps draw one random value
 per clip so all frames stay aligned; the photometric distortion is drawn independently per frame, as
 in ReferFormer. Target fields handled: ``boxes`` [T, 4] xyxy in pixels (x2/y2 = last pixel index,
-as the dataset computes them), ``masks`` [T, H, W], ``valid`` [T], ``caption`` str, ``size`` [2]; with several objects (datasets/ytvos.py
-``expressions_per_clip``) the per-frame fields hold T rows per object and ``companion_captions`` a list.
+as the dataset computes them), ``masks`` [T, H, W], ``valid`` [T], ``caption`` str, ``size`` [2]. With
+several objects (datasets/ytvos.py ``expressions_per_clip``) the per-frame fields hold T rows per object and
+``companion_captions`` the other objects' captions.
 The final :class:`Normalize` turns the boxes into cxcywh normalised by the final (w, h).
 
 Deviations from the reference code (spec 11.1 #3, #19), on purpose:
