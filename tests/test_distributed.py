@@ -94,7 +94,12 @@ def equivalence_flags(tmp_path: Path, tiny_flags: list[str]) -> list[str]:
     return flags
 
 
-def test_two_ranks_match_one_process_with_the_same_global_batch(equivalence_flags: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_clip", [1, 2])
+def test_two_ranks_match_one_process_with_the_same_global_batch(equivalence_flags: list[str], tmp_path: Path,
+                                                                 per_clip: int) -> None:
+    """Also with two expressions per clip (each rank's clip then carries two targets that share one backbone
+    pass; the companions are drawn under the sample's seed, so both layouts see the same ones)."""
+    equivalence_flags = equivalence_flags + ["--expressions_per_clip", str(per_clip)]
     single, dist_out = tmp_path / "single.pth", tmp_path / "dist.pth"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each rank: same kernels, so only the batch split differs
