@@ -306,7 +306,7 @@ class YTVOSDataset(Dataset):
         self.categories = dict(categories)
         self.bad_data = bad_data
         self.samples = self._build_index()
-        self._expressions_by_object = self._index_objects()
+        self._expressions_by_object = self._index_objects() if expressions_per_clip > 1 else {}
         self._object_ids: dict[str, set[int]] = {}
         logger.info("%s: %d videos, %d clips", self.ann_file, len({s["video"] for s in self.samples}),
                     len(self.samples))

@@ -32,9 +32,9 @@ from util.logging import write_json_atomic  # noqa: E402
 from util.visualize import PALETTE, draw_caption, overlay_mask  # noqa: E402
 
 logger = logging.getLogger("quickstart")
-# Clips per optimiser step. One process with two threads runs a step of 4 clips 1.45x faster than two
-# one-thread DDP processes with 2 clips each on a 2-core machine (gloo all-reduce and rank waits;
-# bench/bench_train_step.py).
+# Clips per optimiser step. One process with two threads runs a step of 4 clips 1.45x-1.68x faster (two bench
+# runs) than two one-thread DDP processes with 2 clips each on a 2-core machine (gloo all-reduce and rank waits;
+# bench/bench_train_step.py, docs/benchmarks.md).
 CLIPS_PER_STEP = 4
 # Inference chunks per forward pass: all chunks of a 10-frame synthetic video at once.
 EVAL_CHUNKS_PER_BATCH = 8
