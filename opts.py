@@ -39,10 +39,12 @@ def _model(p: argparse.ArgumentParser) -> None:
                    help="RefCOCO-pretrained checkpoint to fine-tune from (class heads are re-initialised)")
     g.add_argument("--with_box_refine", default=False, action="store_true")
     g.add_argument("--two_stage", default=False, action="store_true", help="unsupported, must stay off")
-    g.add_argument("--backbone", default="resnet50", type=str, help="resnet18, resnet34, resnet50, resnet101")
+    g.add_argument("--backbone", default="resnet50", type=str,
+                   help="resnet18, resnet34, resnet50, resnet101, swin_{t,s,b,l}_p4w7, video_swin_{t,s,b}_p4w7")
     g.add_argument("--backbone_pretrained", default=None, type=str,
-                   help="ours: 'imagenet' (torchvision download, the default when training without a checkpoint), "
-                        "'none' (random init), or a path to a torchvision-format state dict")
+                   help="ResNet, ours: 'imagenet' (torchvision download, the default when training without a "
+                        "checkpoint), 'none' (random init), or a path to a torchvision-format state dict. "
+                        "(Video-)Swin: a path to the official ImageNet / Kinetics checkpoint (default: random init)")
     g.add_argument("--backbone_norm", default="frozen_bn", choices=["frozen_bn", "bn"],
                    help="ours: frozen BatchNorm (upstream, for ImageNet weights) or trainable BatchNorm "
                         "(for training from scratch, e.g. the quickstart)")

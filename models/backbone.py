@@ -1,4 +1,5 @@
-"""Visual backbones returning 4 feature levels (strides 4, 8, 16, 32) with masks and position encodings."""
+"""Visual backbones returning 4 feature levels (strides 4, 8, 16, 32) with masks and position encodings:
+torchvision ResNets and the Swin / Video-Swin bodies of models/swin_transformer.py."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from util.misc import NestedTensor
 
 from .position_encoding import build_position_encoding
+from .swin_transformer import SWIN_CONFIGS, SwinTransformer, is_swin, load_swin_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ class Backbone(nn.Module):
                  pretrained: str = "none"):
         super().__init__()
         if name not in RESNET_CHANNELS:
-            raise ValueError(f"--backbone {name!r} is not supported; choose one of {sorted(RESNET_CHANNELS)}")
+            raise ValueError(f"--backbone {name!r} is not supported; choose one of "
+                             f"{sorted(RESNET_CHANNELS) + sorted(SWIN_CONFIGS)}")
         norm_layer = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}[norm]
         kwargs: dict[str, Any] = {"norm_layer": norm_layer}
         if name in ("resnet50", "resnet101"):
@@ -72,13 +75,32 @@ class Backbone(nn.Module):
         self.strides = [4, 8, 16, 32 if not dilation else 16]
         self.num_channels = RESNET_CHANNELS[name]
 
-    def forward(self, tensor_list: NestedTensor) -> dict[str, NestedTensor]:
-        features = self.body(tensor_list.tensors)
-        out = {}
-        for key, feat in features.items():
-            mask = F.interpolate(tensor_list.mask[None].float(), size=feat.shape[-2:]).to(torch.bool)[0]
-            out[key] = NestedTensor(feat, mask)
-        return out
+    def forward(self, tensor_list: NestedTensor, num_frames: int = 1) -> dict[str, NestedTensor]:
+        return with_masks(self.body(tensor_list.tensors), tensor_list.mask)
+
+
+class SwinBackbone(nn.Module):
+    """Swin or Video-Swin body (models/swin_transformer.py); every parameter trains unless lr_backbone <= 0."""
+
+    def __init__(self, name: str, train_backbone: bool, use_checkpoint: bool = False, pretrained: str = "none"):
+        super().__init__()
+        self.body = SwinTransformer(SWIN_CONFIGS[name], use_checkpoint)
+        if pretrained != "none":
+            load_swin_pretrained(self.body, Path(pretrained))
+        if not train_backbone:
+            self.body.requires_grad_(False)
+        self.strides = [4, 8, 16, 32]
+        self.num_channels = self.body.num_channels
+
+    def forward(self, tensor_list: NestedTensor, num_frames: int = 1) -> dict[str, NestedTensor]:
+        """``num_frames``: clip length of the [B*T] frames, for Video-Swin's attention across time."""
+        return with_masks(self.body(tensor_list.tensors, num_frames), tensor_list.mask)
+
+
+def with_masks(features: dict[str, Tensor], mask: Tensor) -> dict[str, NestedTensor]:
+    """Each level with the image padding mask resized (nearest) to its size."""
+    return {key: NestedTensor(feat, F.interpolate(mask[None].float(), size=feat.shape[-2:]).to(torch.bool)[0])
+            for key, feat in features.items()}
 
 
 def load_torchvision_weights(body: nn.Module, path: Path) -> None:
@@ -97,23 +119,34 @@ def load_torchvision_weights(body: nn.Module, path: Path) -> None:
 class Joiner(nn.Sequential):
     """Backbone ("0") + position encoding ("1"); clips [B, T, 3, H, W] are processed as B*T frames."""
 
-    def __init__(self, backbone: Backbone, position_embedding: nn.Module):
+    def __init__(self, backbone: Backbone | SwinBackbone, position_embedding: nn.Module):
         super().__init__(backbone, position_embedding)
         self.strides = backbone.strides
         self.num_channels = backbone.num_channels
 
     def forward(self, samples: NestedTensor) -> tuple[list[NestedTensor], list[Tensor]]:
         tensors, mask = samples.tensors, samples.mask
+        num_frames = 1
         if tensors.dim() == 5:
+            num_frames = tensors.shape[1]
             tensors, mask = tensors.flatten(0, 1), mask.flatten(0, 1)
-        features = self[0](NestedTensor(tensors, mask))
+        features = self[0](NestedTensor(tensors, mask), num_frames)
         out = [features[k] for k in sorted(features)]
         pos = [self[1](f.mask).to(f.tensors.dtype) for f in out]
         return out, pos
 
 
 def build_backbone(args: Any) -> Joiner:
+    """ResNet (torchvision; ImageNet weights by default when training from scratch) or (Video-)Swin (random
+    init unless --backbone_pretrained names the official ImageNet / Kinetics checkpoint)."""
     position_embedding = build_position_encoding(args.hidden_dim, args.position_embedding)
+    if is_swin(args.backbone):
+        pretrained = args.backbone_pretrained or "none"
+        if pretrained == "imagenet":
+            raise ValueError(f"--backbone {args.backbone}: no download for Swin weights; pass --backbone_pretrained "
+                             "PATH to the official Swin (ImageNet) or Video-Swin (Kinetics) checkpoint")
+        return Joiner(SwinBackbone(args.backbone, args.lr_backbone > 0, args.use_checkpoint, pretrained),
+                      position_embedding)
     pretrained = args.backbone_pretrained or "imagenet"
     if getattr(args, "resume", "") or getattr(args, "pretrained_weights", None):
         pretrained = "none" if pretrained == "imagenet" else pretrained
