@@ -25,6 +25,10 @@ _BUILTIN_MODULES: dict[str, str] = {
     "davis": "datasets.davis",
     "a2d": "datasets.a2d",
     "jhmdb": "datasets.jhmdb",
+    "refcoco": "datasets.refexp",
+    "refcoco+": "datasets.refexp",
+    "refcocog": "datasets.refexp",
+    "all": "datasets.refexp",
 }
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import random
 from argparse import Namespace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,7 +34,8 @@ from datasets import register_dataset, register_evaluator
 from datasets.a2d_eval import evaluate_referring_frames, load_or_build_coco_gt
 from datasets.transforms_video import Compose, Normalize, RandomResize, ToTensor
 from datasets.video_io import VideoReadError, count_decoded_frames, count_frames, read_frames
-from datasets.ytvos import MAX_RESAMPLE_ATTEMPTS, clean_caption, mask_box_xyxy, sample_clip_indices, transforms_from_args
+from datasets.ytvos import (clean_caption, first_visible_sample, mask_box_xyxy, sample_clip_indices,
+                            transforms_from_args)
 
 logger = logging.getLogger(__name__)
 
@@ -233,12 +233,9 @@ class A2DSentencesDataset(Dataset):
         return imgs, target
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
-        for _ in range(MAX_RESAMPLE_ATTEMPTS):
-            imgs, target = self.load_sample(idx)
-            if not self.train or bool(target["valid"].any()):
-                return imgs, target
-            idx = random.randint(0, len(self) - 1)
-        raise RuntimeError(f"{self.root}: no A2D clip with a visible referred object after {MAX_RESAMPLE_ATTEMPTS} draws")
+        if not self.train:
+            return self.load_sample(idx)
+        return first_visible_sample(self.load_sample, idx, len(self), f"A2D-Sentences {self.root}")
 
 
 def existing_root(path: str, dataset: str, flag: str) -> Path:

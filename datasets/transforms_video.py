@@ -296,18 +296,22 @@ class Normalize:
 
 def make_video_transforms(image_set: str, *, train_short_sides: Sequence[int], max_size: Optional[int],
                           crop_short_sides: Sequence[int], crop_range: tuple[int, int], eval_short_side: int,
-                          photometric: bool = True, eval_max_size: Optional[int] = None) -> VideoTransform:
+                          photometric: bool = True, eval_max_size: Optional[int] = None,
+                          crop_final: Optional[tuple[Sequence[int], Optional[int]]] = None) -> VideoTransform:
     """Build the Ref-YTVOS train transform (spec 5.2) or the evaluation transform.
 
     Real-data values: train_short_sides [288, 320, 352, 392, 416, 448, 480, 512], max_size 640,
     crop_short_sides [400, 500, 600], crop_range (384, 600), eval_short_side 360 (no cap at
     evaluation unless eval_max_size is given). `image_set` is 'train' or 'val'/'valid'/'test'.
+    ``crop_final`` (short sides, max size) resizes the cropped branch differently from the plain one
+    (RefCOCO's image transform); by default both end with train_short_sides / max_size.
     """
     finish = [ToTensor(), Normalize()]
     if image_set == "train":
+        final_sides, final_max = crop_final if crop_final is not None else (train_short_sides, max_size)
         plain = Compose([RandomResize(train_short_sides, max_size), Check()])
         cropped = Compose([RandomResize(crop_short_sides), RandomSizeCrop(*crop_range),
-                           RandomResize(train_short_sides, max_size), Check()])
+                           RandomResize(final_sides, final_max), Check()])
         steps: list[VideoTransform] = [RandomHorizontalFlip()]
         if photometric:
             steps.append(PhotometricDistort())

@@ -50,6 +50,17 @@ YTVOS_CATEGORIES: dict[str, int] = {name: i for i, name in enumerate(YTVOS_CATEG
 MAX_RESAMPLE_ATTEMPTS = 100
 
 
+def first_visible_sample(load: Callable[[int], tuple[Tensor, dict[str, Any]]], idx: int, size: int,
+                         what: str) -> tuple[Tensor, dict[str, Any]]:
+    """load(idx), or load of random other indices while augmentation left the referred object invisible."""
+    for _ in range(MAX_RESAMPLE_ATTEMPTS):
+        frames, target = load(idx)
+        if bool(target["valid"].any()):
+            return frames, target
+        idx = random.randint(0, size - 1)
+    raise RuntimeError(f"{what}: no sample with a visible referred object after {MAX_RESAMPLE_ATTEMPTS} draws")
+
+
 def clean_caption(caption: str) -> str:
     """Lower-case and collapse whitespace, as ReferFormer does for training captions."""
     return " ".join(caption.lower().split())

@@ -6,7 +6,7 @@
 #
 #   scripts/dist_pretrain.sh OUTPUT_DIR [extra flags, e.g. --backbone resnet101]
 #
-# Needs a registered RefCOCO dataset ('all') and data in COCO_PATH (default data/coco). Training passes
+# Data: the RefCOCO/+/g files in COCO_PATH (default data/coco; layout in docs/datasets.md). Training passes
 # --resume auto. Launcher settings: scripts/_launch.sh (the upstream run used 32 GPUs: NNODES=4).
 set -euo pipefail
 if [ "$#" -lt 1 ]; then
