@@ -29,6 +29,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "refcoco+": "datasets.refexp",
     "refcocog": "datasets.refexp",
     "all": "datasets.refexp",
+    "joint": "datasets.refexp",
 }
 
 

@@ -8,7 +8,8 @@ Layout read (``root`` = --coco_path, e.g. data/coco), as written by the ReferFor
         annotations [{image_id, segmentation (polygons or RLE), bbox [x, y, w, h], category_id, ...}],
         categories [...]; splits train, val, testA, testB (refcoco, refcoco+) or train, val, test (refcocog).
 
-``--dataset_file all`` trains on the three training sets together and evaluates each validation set. Evaluation
+``--dataset_file all`` trains on the three training sets together and evaluates each validation set;
+``--dataset_file joint`` adds them as pseudo-clips to Ref-YouTube-VOS training (:class:`RefExpClipDataset`). Evaluation
 (:func:`evaluate_refexp`) scores the model's one-frame predictions: COCO mask AP of all queries and, for the top
 query, mask P@K / overall / mean IoU (RIS; the release reports overall IoU) and box P@K / mean IoU (REC; the release
 reports box P@0.5).
@@ -29,8 +30,10 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from datasets import register_dataset, register_evaluator
 from datasets.a2d_eval import IOU_EPS, PRECISION_THRESHOLDS, _eval_loader, referring_metrics
+from datasets.image_to_clip import ClipAugmentation, image_to_clip
 from datasets.transforms_video import make_video_transforms
-from datasets.ytvos import clean_caption, first_visible_sample
+from datasets.ytvos import (build_ytvos_split, clean_caption, evaluate_ytvos, first_visible_sample, mask_box_xyxy,
+                            transforms_from_args)
 from models.postprocessors import A2DSentencesPostProcess
 from util.box_ops import box_cxcywh_to_xyxy
 from util.dist import all_gather_object, is_main_process
@@ -110,7 +113,8 @@ class RefExpDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def load_sample(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
+    def read(self, idx: int) -> tuple[Image.Image, np.ndarray, dict[str, Any], dict[str, Any]]:
+        """Image, bool mask, image entry and annotation of sentence ``idx``, checked against each other."""
         image_entry, ann = self.pairs[idx]
         path = self.root / IMAGE_DIR / image_entry["file_name"]
         if not path.is_file():
@@ -120,13 +124,21 @@ class RefExpDataset(Dataset):
         if image.size != (width, height):
             raise ValueError(f"{path}: {image.size[1]}x{image.size[0]} (HxW) but {self.ann_file} says {height}x{width}")
         mask = decode_segmentation(ann["segmentation"], height, width, f"{self.ann_file} annotation {ann.get('id')}")
+        return image, mask, image_entry, ann
+
+    def label(self, ann: dict[str, Any]) -> int:
+        return 0 if self.binary else int(ann["category_id"])
+
+    def load_sample(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
+        image, mask, image_entry, ann = self.read(idx)
+        height, width = mask.shape
         x, y, w, h = ann["bbox"]
         box = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32)
         box[:, 0::2].clamp_(0, width)
         box[:, 1::2].clamp_(0, height)
         target = {
             "frames_idx": torch.zeros(1, dtype=torch.long),
-            "labels": torch.tensor([0 if self.binary else int(ann["category_id"])], dtype=torch.long),
+            "labels": torch.tensor([self.label(ann)], dtype=torch.long),
             "boxes": box,
             "masks": torch.from_numpy(mask.astype(np.float32))[None],
             "valid": torch.tensor([int(w > 0 and h > 0)], dtype=torch.long),
@@ -143,6 +155,37 @@ class RefExpDataset(Dataset):
         if not self.train:
             return self.load_sample(idx)
         return first_visible_sample(self.load_sample, idx, len(self), str(self.ann_file))
+
+
+class RefExpClipDataset(RefExpDataset):
+    """Joint training: each sentence's image becomes a ``num_frames`` pseudo-clip (datasets/image_to_clip.py);
+    boxes come from the transformed masks; then the Ref-YTVOS video transforms."""
+
+    def __init__(self, root: Path, name: str, transforms: Callable, binary: bool, num_frames: int,
+                 augmentation: ClipAugmentation = ClipAugmentation()):
+        super().__init__(root, name, "train", transforms, binary, train=True)
+        self.num_frames = num_frames
+        self.augmentation = augmentation
+
+    def load_sample(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
+        image, mask, image_entry, ann = self.read(idx)
+        frames, masks = image_to_clip(np.asarray(image), mask, self.num_frames, self.augmentation)
+        boxes = [mask_box_xyxy(m) for m in masks]
+        height, width = mask.shape
+        target = {
+            "frames_idx": torch.arange(self.num_frames),
+            "labels": torch.full((self.num_frames,), self.label(ann), dtype=torch.long),
+            "boxes": torch.tensor([box or (0, 0, 0, 0) for box in boxes], dtype=torch.float32),
+            "masks": torch.from_numpy(np.stack(masks).astype(np.float32)),
+            "valid": torch.tensor([box is not None for box in boxes], dtype=torch.long),
+            "caption": clean_caption(image_entry["caption"]),
+            "orig_size": torch.tensor([height, width], dtype=torch.long),
+            "size": torch.tensor([height, width], dtype=torch.long),
+            "image_id": image_entry["id"],
+        }
+        clip, target = self.transforms([Image.fromarray(f) for f in frames], target)
+        target["valid"] = target["valid"].long()
+        return clip, target
 
 
 def refexp_transforms(image_set: str, args: Namespace) -> Callable:
@@ -183,6 +226,27 @@ def build_refexp_all(image_set: str, args: Namespace) -> Dataset:
     if image_set != "train":
         raise ValueError("--dataset_file all has no single evaluation split; its evaluator scores the three val sets")
     return ConcatDataset([build_refexp(name, "train", args) for name in REFEXP_NAMES])
+
+
+@register_dataset("joint")
+def build_joint(image_set: str, args: Namespace) -> Dataset:
+    """Training: RefCOCO/+/g sentences as pseudo-clips plus Ref-YouTube-VOS train (the release's joint training);
+    evaluation: Ref-YouTube-VOS (--ytvos_path)."""
+    root = Path(args.ytvos_path)
+    if image_set != "train":
+        return build_ytvos_split(root, image_set, args)
+    if not args.binary:
+        raise ValueError("--dataset_file joint needs --binary: RefCOCO and Ref-YouTube-VOS categories differ "
+                         "(the release's main_joint.py forces it)")
+    coco = Path(args.coco_path)
+    if not coco.is_dir():
+        raise FileNotFoundError(f"RefCOCO root {coco} does not exist (--coco_path)")
+    clips = [RefExpClipDataset(coco, name, transforms_from_args("train", args), args.binary, args.num_frames)
+             for name in REFEXP_NAMES]
+    return ConcatDataset([*clips, build_ytvos_split(root, "train", args)])
+
+
+register_evaluator("joint")(evaluate_ytvos)
 
 
 @register_evaluator("all")
