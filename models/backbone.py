@@ -76,6 +76,7 @@ class Backbone(nn.Module):
         self.num_channels = RESNET_CHANNELS[name]
 
     def forward(self, tensor_list: NestedTensor, num_frames: int = 1) -> dict[str, NestedTensor]:
+        """Frames are independent for a CNN; ``num_frames`` is accepted for the interface Video-Swin needs."""
         return with_masks(self.body(tensor_list.tensors), tensor_list.mask)
 
 
