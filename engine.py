@@ -1,6 +1,7 @@
 """Training and evaluation loops shared by every method: they only call model, criterion and postprocessors."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import defaultdict
@@ -67,17 +68,40 @@ def pop_bad_samples(targets: list[dict[str, Any]]) -> int:
     return count
 
 
+def float32_outputs(outputs: Any) -> Any:
+    """Model outputs with every floating tensor in float32 (nested dicts/lists kept): matching and losses of a
+    mixed-precision forward pass run in full precision."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: float32_outputs(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(float32_outputs(v) for v in outputs)
+    return outputs
+
+
+def forward_precision(device: torch.device, amp: str) -> Any:
+    """The context of the model's forward pass: bf16 autocast for --amp bf16, else nothing."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if amp != "none":
+        raise ValueError(f"--amp {amp!r}: expected 'none' or 'bf16'")
+    return contextlib.nullcontext()
+
+
 def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, max_norm: float = 0.0, print_freq: int = 10,
                     on_step: Optional[Callable[[int, dict[str, float]], None]] = None, *,
-                    start_iteration: int = 0, nonfinite: Optional[NonFiniteBudget] = None) -> dict[str, float]:
+                    start_iteration: int = 0, nonfinite: Optional[NonFiniteBudget] = None,
+                    amp: str = "none") -> dict[str, float]:
     """One pass over data_loader; returns the epoch averages of the weighted loss, each term, lr and grad norm.
 
     ``start_iteration`` numbers the first batch when resuming mid-epoch (the loader then yields only the
     remaining batches). ``on_step(iteration, stats)`` runs after every optimiser step. A NaN/inf loss or
     gradient norm skips the batch while ``nonfinite`` allows it, else raises NonFiniteLossError (the decision
     uses values reduced over ranks, so every rank takes it). The result also holds ``bad_samples`` (replaced
-    samples, summed over ranks) and ``nonfinite_skipped`` (batches skipped in this epoch).
+    samples, summed over ranks) and ``nonfinite_skipped`` (batches skipped in this epoch). ``amp`` 'bf16' runs
+    the forward pass under bfloat16 autocast and the criterion on its outputs cast to float32.
     """
     model.train()
     criterion.train()
@@ -94,8 +118,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterabl
         samples = samples.to(device)
         captions = [t["caption"] for t in targets]
         targets = targets_to(targets, device)
-        outputs = model(samples, captions, targets)
-        loss_dict = criterion(outputs, targets)
+        with forward_precision(device, amp):
+            outputs = model(samples, captions, targets)
+        loss_dict = criterion(float32_outputs(outputs) if amp != "none" else outputs, targets)
         losses = sum(loss_dict[k] * weight_dict[k] for k in loss_dict if k in weight_dict)
 
         logged = reduce_dict({k: v.detach() for k, v in loss_dict.items()})

@@ -287,7 +287,7 @@ class Trainer:
 
         return train_one_epoch(self.model, self.criterion, loader, self.optimizer, self.device, epoch,
                                self.args.clip_max_norm, self.args.print_freq, on_step,
-                               start_iteration=start_iteration, nonfinite=self.budget)
+                               start_iteration=start_iteration, nonfinite=self.budget, amp=self.args.amp)
 
     def validate(self, epoch: int, record: dict[str, Any]) -> dict[str, Any]:
         broadcast_buffers(self.model_without_ddp)  # every rank scores rank 0's model (the one checkpointed)

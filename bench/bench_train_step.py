@@ -11,7 +11,8 @@ per optimiser step, in fresh processes started one after another (the machine is
 - 1 process x 2 threads with each option switched on in turn: fused AdamW, --head_dropout 0,
   --frozen_text_eval (eval-mode text encoder + per-caption cache);
 - the quickstart with --expressions_per_clip 2 and 3 (the same 4 clips carry more expressions, one backbone
-  pass per clip).
+  pass per clip);
+- the quickstart with --amp bf16 (bfloat16 autocast forward, float32 losses and optimiser).
 
 Each step is engine.train_one_epoch's, the one main.py runs (forward, losses, backward, clipping, AdamW,
 logging reductions). The table gives the mean ms per step after --warmup steps, the speed-up over the first
@@ -49,6 +50,7 @@ CASES: list[tuple[str, int, list[str]]] = [
 ]
 QUICKSTART = ["--adamw_impl", "fused", "--head_dropout", "0", "--frozen_text_eval"]
 CASES += [(f"  + --expressions_per_clip {k}", 1, QUICKSTART + ["--expressions_per_clip", str(k)]) for k in (2, 3)]
+CASES += [("  + --amp bf16 (K = 1)", 1, QUICKSTART + ["--amp", "bf16"])]
 
 
 def build_training(flags: list[str]) -> tuple[Any, torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Any]:
@@ -101,11 +103,12 @@ def worker(rank: int, world: int, flags: list[str], threads: int, steps: int, wa
                                          collate_fn=collate_fn, generator=generator)
     batches = iter(loader)
     device = torch.device("cpu")
-    train_one_epoch(net, criterion, itertools.islice(batches, warmup), optimizer, device, 0, args.clip_max_norm)
+    train_one_epoch(net, criterion, itertools.islice(batches, warmup), optimizer, device, 0, args.clip_max_norm,
+                    amp=args.amp)
     targets_per_step: list[int] = []
     started = time.perf_counter()
     train_one_epoch(net, criterion, counting_targets(itertools.islice(batches, steps), targets_per_step), optimizer,
-                    device, 0, args.clip_max_norm)
+                    device, 0, args.clip_max_norm, amp=args.amp)
     elapsed = time.perf_counter() - started
     if rank == 0:
         expressions = sum(targets_per_step) * world / steps

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 import datasets
+from engine import forward_precision, train_one_epoch
 from main import build_optimizer, cosine_factor, main
 from models import build_model
 from models.registry import get_method
@@ -89,6 +91,34 @@ def test_few_steps_lower_the_loss(synthetic_flags: list[str]) -> None:
         optimizer.step()
         losses.append(float(loss.detach()))
     assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_bf16_autocast_forward_with_float32_losses(synthetic_flags: list[str]) -> None:
+    """--amp bf16: the model computes in bfloat16, the criterion sees float32 outputs, and training still learns."""
+    torch.manual_seed(0)
+    args = parse_args(synthetic_flags + ["--lr", "1e-3", "--lr_backbone", "1e-3", "--no_photometric",
+                                         "--amp", "bf16"])
+    model, criterion, _ = build_model(args)
+    optimizer, _ = build_optimizer(model, args)
+    dataset = datasets.build_dataset("train", args)
+    batch = collate_fn([dataset[0], dataset[1]])
+    head_dtypes, loss_input_dtypes, losses = set(), set(), []
+    model.class_embed[-1].register_forward_hook(lambda module, inputs, output: head_dtypes.add(output.dtype))
+
+    def recording_criterion(outputs: dict, targets: list) -> dict:
+        loss_input_dtypes.update(v.dtype for v in outputs.values() if isinstance(v, torch.Tensor))
+        return criterion(outputs, targets)
+
+    recording_criterion.weight_dict = criterion.weight_dict
+    recording_criterion.train = criterion.train
+    train_one_epoch(model, recording_criterion, [batch] * 12, optimizer, torch.device("cpu"), 0, 0.1,
+                    on_step=lambda it, stats: losses.append(stats["loss"]), amp=args.amp)
+    assert head_dtypes == {torch.bfloat16}
+    assert loss_input_dtypes == {torch.float32}
+    assert all(math.isfinite(v) for v in losses) and min(losses[-3:]) < 0.8 * losses[0], losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match="--amp 'fp8'"):
+        forward_precision(torch.device("cpu"), "fp8")
 
 
 def test_train_checkpoint_resume_and_eval(synthetic_flags: list[str], tmp_path: Path) -> None:
