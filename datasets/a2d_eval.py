@@ -108,15 +108,15 @@ def top_predictions(predictions: list[Prediction]) -> dict[Any, Prediction]:
     return best
 
 
-def coco_mask_ap(coco_gt: Any, predictions: list[Prediction]) -> dict[str, float]:
-    """COCOeval segm with useCats 0: mAP@[.5:.95], AP50, AP75, AP small/medium/large."""
+def coco_ap(coco_gt: Any, predictions: list[Prediction], iou_type: str = "segm") -> dict[str, float]:
+    """COCOeval ('segm' masks or 'bbox' xywh boxes) with useCats 0: mAP@[.5:.95], AP50, AP75, AP S/M/L."""
     from pycocotools.cocoeval import COCOeval
 
     if not predictions:
         raise ValueError("no predictions to evaluate")
     with contextlib.redirect_stdout(io.StringIO()) as log:
         coco_pred = coco_gt.loadRes([dict(p) for p in predictions])
-        coco_eval = COCOeval(coco_gt, coco_pred, iouType="segm")
+        coco_eval = COCOeval(coco_gt, coco_pred, iouType=iou_type)
         coco_eval.params.useCats = 0
         coco_eval.evaluate()
         coco_eval.accumulate()
@@ -164,9 +164,9 @@ def referring_metrics(gt: dict[str, Any], predictions: list[Prediction], top1: b
     unknown = {p["image_id"] for p in predictions} - set(coco_gt.getImgIds())
     if unknown:
         raise ValueError(f"{len(unknown)} predicted image ids are not in the ground truth, e.g. {sorted(unknown)[:3]}")
-    metrics = coco_mask_ap(coco_gt, predictions)
+    metrics = coco_ap(coco_gt, predictions)
     if top1:
-        top = coco_mask_ap(coco_gt, list(top_predictions(predictions).values()))
+        top = coco_ap(coco_gt, list(top_predictions(predictions).values()))
         metrics.update({f"top1_{name}": value for name, value in top.items()})
     metrics.update(precision_and_iou(coco_gt, predictions))
     metrics["n"] = len(coco_gt.getImgIds())

@@ -10,9 +10,9 @@ Layout read (``root`` = --coco_path, e.g. data/coco), as written by the ReferFor
 
 ``--dataset_file all`` trains on the three training sets together and evaluates each validation set;
 ``--dataset_file joint`` adds them as pseudo-clips to Ref-YouTube-VOS training (:class:`RefExpClipDataset`). Evaluation
-(:func:`evaluate_refexp`) scores the model's one-frame predictions: COCO mask AP of all queries and, for the top
-query, mask P@K / overall / mean IoU (RIS; the release reports overall IoU) and box P@K / mean IoU (REC; the release
-reports box P@0.5).
+(:func:`evaluate_refexp`) scores the model's one-frame predictions: COCO mask and box AP of all queries and, for
+the top query, mask P@K / overall / mean IoU (RIS; the release reports overall IoU) and box P@K / mean IoU (REC;
+the release reports box P@0.5).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from datasets import register_dataset, register_evaluator
-from datasets.a2d_eval import IOU_EPS, PRECISION_THRESHOLDS, _eval_loader, referring_metrics
+from datasets.a2d_eval import IOU_EPS, PRECISION_THRESHOLDS, _coco, _eval_loader, coco_ap, referring_metrics
 from datasets.image_to_clip import ClipAugmentation, image_to_clip
 from datasets.transforms_video import make_video_transforms
 from datasets.ytvos import (build_ytvos_split, clean_caption, evaluate_ytvos, first_visible_sample, mask_box_xyxy,
@@ -288,11 +288,13 @@ def coco_ground_truth(data: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def predict_refexp(model: nn.Module, dataset: RefExpDataset, args: Namespace,
-                   device: torch.device) -> tuple[list[dict[str, Any]], dict[Any, list[float]]]:
-    """This rank's mask predictions (every query, scored) and the top query's box per sentence."""
+                   device: torch.device) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[Any, list[float]]]:
+    """This rank's mask and box (xywh) predictions of every query, scored, and the top query's box (xyxy) per
+    sentence."""
     model.eval()
     postprocess = A2DSentencesPostProcess(args.threshold)
     masks: list[dict[str, Any]] = []
+    boxes_xywh: list[dict[str, Any]] = []
     top_boxes: dict[Any, list[float]] = {}
     for samples, targets in _eval_loader(dataset, args):
         captions = [t["caption"] for t in targets]
@@ -305,22 +307,26 @@ def predict_refexp(model: nn.Module, dataset: RefExpDataset, args: Namespace,
         for b, (image_id, result, (height, width)) in enumerate(zip(image_ids, results, orig_sizes)):
             masks.extend({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(score)}
                          for score, rle in zip(result["scores"], result["rle_masks"]))
-            top = int(result["scores"].argmax())
-            scale = torch.tensor([width, height, width, height], dtype=boxes.dtype)
-            top_boxes[image_id] = (boxes[b, top] * scale).tolist()
-    return masks, top_boxes
+            scaled = boxes[b] * torch.tensor([width, height, width, height], dtype=boxes.dtype)
+            boxes_xywh.extend({"image_id": image_id, "category_id": 1, "score": float(score),
+                               "bbox": [x1, y1, x2 - x1, y2 - y1]}
+                              for score, (x1, y1, x2, y2) in zip(result["scores"], scaled.tolist()))
+            top_boxes[image_id] = scaled[int(result["scores"].argmax())].tolist()
+    return masks, boxes_xywh, top_boxes
 
 
 def evaluate_refexp(model: nn.Module, dataset: RefExpDataset, args: Namespace, device: torch.device) -> dict[str, Any]:
     """Predict (split across ranks), gather and score on rank 0; every rank returns the same metrics."""
-    masks, boxes = predict_refexp(model, dataset, args, device)
+    masks, boxes, top_boxes = predict_refexp(model, dataset, args, device)
     masks = [p for part in all_gather_object(masks) for p in part]
-    boxes = {k: v for part in all_gather_object(boxes) for k, v in part.items()}
+    boxes = [p for part in all_gather_object(boxes) for p in part]
+    top_boxes = {k: v for part in all_gather_object(top_boxes) for k, v in part.items()}
     metrics: Optional[dict[str, Any]] = None
     if is_main_process():
         gt = coco_ground_truth(dataset.coco)
         metrics = referring_metrics(gt, masks)
-        metrics.update(box_metrics(gt, boxes))
+        metrics.update({f"box_{k}": v for k, v in coco_ap(_coco(gt), boxes, "bbox").items()})
+        metrics.update(box_metrics(gt, top_boxes))
         logger.info("%s %s: %s", dataset.name, dataset.split,
                     ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return all_gather_object(metrics)[0]
