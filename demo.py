@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from datasets.video_io import VIDEO_EXTENSIONS, VideoReadError, iter_frames, video_metadata
 from datasets.ytvos import transforms_from_args
 from models.postprocessors import mask_logits_to_original
-from util.inference import (build_inference_model, chunk_slices, cli_main, forward_clip, frame_queries,
+from util.inference import (build_inference_model, chunk_slices, cli_main, forward_clips, frame_queries,
                             inference_caption, pick_query_masks)
 from util.logging import write_json_atomic
 from util.video import VideoWriter
@@ -153,7 +153,7 @@ def predict_all(model: nn.Module, source: Any, captions: list[str], transform: A
         clip, target = transform(frames, {})
         size, orig_size = tuple(int(v) for v in target["size"]), (frames[0].height, frames[0].width)
         for k, caption in enumerate(captions):
-            chunk_logits, chunk_masks = forward_clip(model, clip, caption, size, device)
+            (chunk_logits,), (chunk_masks,) = forward_clips(model, [clip], caption, size, device)
             logits[k].append(chunk_logits.cpu())
             masks[k].append(chunk_masks.cpu())
         spans.append(span)

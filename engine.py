@@ -6,7 +6,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from datasets.samplers import BAD_SAMPLES_KEY, EvalDistributedSampler
 from util.dist import all_gather_object, all_reduce_sum, is_main_process, reduce_dict
+from util.inference import predict_expression
 from util.misc import targets_to
 
 logger = logging.getLogger(__name__)
@@ -174,8 +175,8 @@ def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Mo
                                chunks_per_batch: int = 1) -> dict[str, Any]:
     """Score every (video, expression) of a split with ground truth: J, F and J&F averaged over expressions.
 
-    The whole video is one clip unless ``clip_len`` > 0 (chunks bound memory; ``chunks_per_batch`` of them
-    run together, see predict_video). ``caption_for`` may replace an item's caption (e.g. with another
+    The whole video is one clip unless ``clip_len`` > 0 (chunks bound memory, each picks its own query slot;
+    ``chunks_per_batch`` of them run together, see util.inference.collect_video_outputs). ``caption_for`` may replace an item's caption (e.g. with another
     object's expression); items it maps to None are skipped. Each rank scores one contiguous chunk (whole
     videos stay together, nothing is scored twice) and every rank gets the gathered records in dataset order.
     """
@@ -190,8 +191,8 @@ def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Mo
         caption = item["caption"] if caption_for is None else caption_for(item)
         if caption is None:
             continue
-        probs = predict_video(model, postprocessors, item["frames"], caption, item["size"], item["orig_size"],
-                              device, clip_len, chunks_per_batch)
+        probs, _ = predict_expression(model, item["frames"], caption, item["size"], item["orig_size"], device,
+                                      clip_len, per_chunk_query=True, chunks_per_batch=chunks_per_batch)
         pred = (probs > postprocessors["video"].threshold).cpu().numpy().astype(np.uint8)
         j, f = _frames_masks_j_f(pred, (item["gt_masks"] > 0).astype(np.uint8))
         records.append({"video_id": item["video_id"], "exp_id": item["exp_id"], "j": j, "f": f})
@@ -203,30 +204,3 @@ def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Mo
     return {"j": j, "f": f, "jf": (j + f) / 2, "n": len(records), "per_expression": records}
 
 
-def predict_video(model: nn.Module, postprocessors: dict[str, nn.Module], frames: torch.Tensor, caption: str,
-                  size: tuple[int, int], orig_size: tuple[int, int], device: torch.device,
-                  clip_len: int = 0, chunks_per_batch: int = 1) -> torch.Tensor:
-    """Mask probabilities [T, H, W] of one expression over a whole video (query chosen per chunk).
-
-    Up to ``chunks_per_batch`` chunks of equal length go through the model as one batch: the same result
-    (each chunk is still its own clip), fewer passes for short clips; 1 keeps memory to one chunk.
-    """
-    chunks = frames.split(clip_len) if clip_len > 0 else (frames,)
-    out = []
-    for group in equal_length_groups(chunks, chunks_per_batch):
-        n = len(group)
-        outputs = model([chunk.to(device) for chunk in group], [caption] * n, [{"size": torch.as_tensor(size)}] * n)
-        results = postprocessors["video"](outputs, [tuple(size)] * n, [tuple(orig_size)] * n)
-        out += [r["probs"] for r in results]
-    return torch.cat(out)
-
-
-def equal_length_groups(chunks: Sequence[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
-    """Consecutive runs of at most ``limit`` chunks with the same number of frames, in order."""
-    groups: list[list[torch.Tensor]] = []
-    for chunk in chunks:
-        if groups and len(groups[-1]) < max(limit, 1) and groups[-1][0].shape[0] == chunk.shape[0]:
-            groups[-1].append(chunk)
-        else:
-            groups.append([chunk])
-    return groups

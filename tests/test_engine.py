@@ -191,17 +191,19 @@ def test_training_with_several_expressions_per_clip_runs_each_expression(synthet
 
 
 def test_batched_chunks_predict_what_one_chunk_at_a_time_predicts(tiny_flags: list[str]) -> None:
-    from engine import equal_length_groups, predict_video
+    from util.inference import chunk_slices, equal_length_groups, predict_expression
 
-    model, _, postprocessors = build_model(parse_args(tiny_flags))
+    model, _, _ = build_model(parse_args(tiny_flags))
     model.eval()
     torch.manual_seed(0)
     frames = torch.randn(7, 3, 96, 96)
-    with torch.no_grad():
-        one = predict_video(model, postprocessors, frames, "a red circle", (96, 96), (80, 70), torch.device("cpu"), 2)
-        batched = predict_video(model, postprocessors, frames, "a red circle", (96, 96), (80, 70),
-                                torch.device("cpu"), 2, chunks_per_batch=8)
+    runs = {}
+    for per_batch in (1, 8):
+        runs[per_batch] = predict_expression(model, frames, "a red circle", (96, 96), (80, 70), torch.device("cpu"), 2,
+                                             per_chunk_query=True, chunks_per_batch=per_batch)
+    (one, one_queries), (batched, batched_queries) = runs[1], runs[8]
     assert one.shape == batched.shape == (7, 80, 70)
     torch.testing.assert_close(batched, one, rtol=1e-4, atol=1e-5)
-    lengths = [[c.shape[0] for c in g] for g in equal_length_groups(list(frames.split(2)), 2)]
+    assert torch.equal(one_queries, batched_queries)
+    lengths = [[s.stop - s.start for s in g] for g in equal_length_groups(chunk_slices(7, 2), 2)]
     assert lengths == [[2, 2], [2], [1]]

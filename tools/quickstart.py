@@ -21,13 +21,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import evaluate_video_expressions, predict_video  # noqa: E402
+from engine import evaluate_video_expressions  # noqa: E402
 from datasets.synthetic import read_info  # noqa: E402
 from datasets.ytvos import scored_split  # noqa: E402
 from main import main as train_main  # noqa: E402
 from models import build_model  # noqa: E402
 from opts import parse_args  # noqa: E402
 from util.checkpoint import load_checkpoint, load_model_weights, model_state_from_checkpoint  # noqa: E402
+from util.inference import predict_expression  # noqa: E402
 from util.logging import write_json_atomic  # noqa: E402
 from util.visualize import PALETTE, draw_caption, overlay_mask  # noqa: E402
 
@@ -124,8 +125,8 @@ def write_overlays(model: torch.nn.Module, postprocessors: dict, dataset: Any, o
         if item["video_id"] in seen:
             continue
         seen.add(item["video_id"])
-        probs = predict_video(model, postprocessors, item["frames"], item["caption"], item["size"],
-                              item["orig_size"], device, clip_len, EVAL_CHUNKS_PER_BATCH)
+        probs, _ = predict_expression(model, item["frames"], item["caption"], item["size"], item["orig_size"],
+                                      device, clip_len, per_chunk_query=True, chunks_per_batch=EVAL_CHUNKS_PER_BATCH)
         masks = (probs > postprocessors["video"].threshold).cpu().numpy()
         video_dir = out_dir / f"{item['video_id']}_exp{item['exp_id']}"
         video_dir.mkdir(parents=True, exist_ok=True)

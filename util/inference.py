@@ -127,12 +127,27 @@ def chunk_slices(num_frames: int, clip_len: int) -> list[slice]:
     return [slice(start, min(start + clip_len, num_frames)) for start in range(0, num_frames, clip_len)]
 
 
+def equal_length_groups(spans: Sequence[slice], limit: int) -> list[list[slice]]:
+    """Consecutive runs of at most ``limit`` spans with the same number of frames, in order."""
+    groups: list[list[slice]] = []
+    for span in spans:
+        last = groups[-1] if groups else None
+        if last and len(last) < max(limit, 1) and last[0].stop - last[0].start == span.stop - span.start:
+            last.append(span)
+        else:
+            groups.append([span])
+    return groups
+
+
 @torch.no_grad()
-def forward_clip(model: nn.Module, clip: Tensor, caption: str, size: Sequence[int],
-                 device: torch.device) -> tuple[Tensor, Tensor]:
-    """One unpadded clip [T, 3, h, w] through the model: class logits [T, Q, K] and mask logits [T, Q, h', w']."""
-    outputs = model([clip.to(device)], [caption], [{"size": torch.as_tensor(size, device=device)}])
-    return outputs["pred_logits"][0], outputs["pred_masks"][0]
+def forward_clips(model: nn.Module, clips: Sequence[Tensor], caption: str, size: Sequence[int],
+                  device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+    """Unpadded clips [T, 3, h, w] of one video (same T and size) as one batch, each still its own clip: per clip
+    class logits [T, Q, K] and mask logits [T, Q, h', w']."""
+    n = len(clips)
+    outputs = model([clip.to(device) for clip in clips], [caption] * n,
+                    [{"size": torch.as_tensor(size, device=device)}] * n)
+    return list(outputs["pred_logits"]), list(outputs["pred_masks"])
 
 
 def frame_queries(logits: Tensor, chunks: Sequence[slice], per_chunk: bool) -> Tensor:
@@ -152,28 +167,30 @@ def pick_query_masks(masks: Tensor, queries: Tensor) -> Tensor:
 @torch.no_grad()
 def collect_video_outputs(model: nn.Module, load_chunk: Callable[[slice], Tensor], num_frames: int, caption: str,
                           size: Sequence[int], device: torch.device, clip_len: int,
-                          store: Optional[torch.device] = None) -> tuple[Tensor, Tensor, list[slice]]:
+                          store: Optional[torch.device] = None,
+                          chunks_per_batch: int = 1) -> tuple[Tensor, Tensor, list[slice]]:
     """Run every chunk of a video: (logits [T, Q, K], stride-4 mask logits [T, Q, h', w'], chunks).
 
     ``load_chunk(span)`` returns the transformed frames of a span; ``store`` is where outputs are kept
-    (e.g. the CPU for long videos).
+    (e.g. the CPU for long videos). Up to ``chunks_per_batch`` consecutive chunks of equal length go through
+    the model as one batch: the same outputs in fewer passes for short chunks; 1 bounds memory to one chunk.
     """
     chunks = chunk_slices(num_frames, clip_len)
     logits, masks = [], []
-    for span in chunks:
-        chunk_logits, chunk_masks = forward_clip(model, load_chunk(span), caption, size, device)
-        logits.append(chunk_logits.to(store) if store is not None else chunk_logits)
-        masks.append(chunk_masks.to(store) if store is not None else chunk_masks)
+    for group in equal_length_groups(chunks, chunks_per_batch):
+        group_logits, group_masks = forward_clips(model, [load_chunk(span) for span in group], caption, size, device)
+        logits += [x.to(store) if store is not None else x for x in group_logits]
+        masks += [x.to(store) if store is not None else x for x in group_masks]
     return torch.cat(logits), torch.cat(masks), chunks
 
 
 @torch.no_grad()
 def predict_expression(model: nn.Module, frames: Tensor, caption: str, size: Sequence[int],
                        orig_size: Sequence[int], device: torch.device, clip_len: int = 0,
-                       per_chunk_query: bool = False) -> tuple[Tensor, Tensor]:
+                       per_chunk_query: bool = False, chunks_per_batch: int = 1) -> tuple[Tensor, Tensor]:
     """Mask probabilities [T, H, W] of one expression over a whole video, and the query slot per frame [T]."""
     logits, masks, chunks = collect_video_outputs(model, lambda span: frames[span], frames.shape[0], caption, size,
-                                                  device, clip_len)
+                                                  device, clip_len, chunks_per_batch=chunks_per_batch)
     queries = frame_queries(logits, chunks, per_chunk_query)
     chosen = pick_query_masks(masks, queries)
     probs = torch.cat([mask_logits_to_original(chosen[span], size, orig_size) for span in chunks])
