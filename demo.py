@@ -143,7 +143,7 @@ def check_expressions(expressions: Optional[list[str]]) -> list[str]:
 
 @torch.no_grad()
 def predict_all(model: nn.Module, source: Any, captions: list[str], transform: Any, clip_len: int,
-                device: torch.device) -> tuple[list[Tensor], list[Tensor], list[slice], tuple[int, int], tuple[int, int]]:
+                device: torch.device, amp: str = "none") -> tuple[list[Tensor], list[Tensor], list[slice], tuple[int, int], tuple[int, int]]:
     """First pass: class and stride-4 mask logits of every expression over all chunks (kept on the CPU)."""
     logits: list[list[Tensor]] = [[] for _ in captions]
     masks: list[list[Tensor]] = [[] for _ in captions]
@@ -153,7 +153,7 @@ def predict_all(model: nn.Module, source: Any, captions: list[str], transform: A
         clip, target = transform(frames, {})
         size, orig_size = tuple(int(v) for v in target["size"]), (frames[0].height, frames[0].width)
         for k, caption in enumerate(captions):
-            (chunk_logits,), (chunk_masks,) = forward_clips(model, [clip], caption, size, device)
+            (chunk_logits,), (chunk_masks,) = forward_clips(model, [clip], caption, size, device, amp)
             logits[k].append(chunk_logits.cpu())
             masks[k].append(chunk_masks.cpu())
         spans.append(span)
@@ -193,7 +193,8 @@ def run(args: Namespace) -> dict[str, Any]:
     clip_len = DEFAULT_CLIP_LEN if args.clip_len is None else args.clip_len
     captions = [inference_caption(text, args) for text in expressions]
     transform = transforms_from_args("val", args)
-    logits, masks, spans, size, orig_size = predict_all(model, source, captions, transform, clip_len, device)
+    logits, masks, spans, size, orig_size = predict_all(model, source, captions, transform, clip_len, device,
+                                                        args.amp)
     per_chunk = args.query_selection == "chunk"
     queries = [frame_queries(x, spans, per_chunk) for x in logits]
     chosen = [pick_query_masks(m, q) for m, q in zip(masks, queries)]

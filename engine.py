@@ -1,7 +1,6 @@
 """Training and evaluation loops shared by every method: they only call model, criterion and postprocessors."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections import defaultdict
@@ -16,6 +15,7 @@ from tqdm import tqdm
 from datasets.samplers import BAD_SAMPLES_KEY, EvalDistributedSampler
 from util.dist import all_gather_object, all_reduce_sum, is_main_process, reduce_dict
 from util.inference import predict_expression
+from util.precision import float32_outputs, forward_precision
 from util.misc import targets_to
 
 logger = logging.getLogger(__name__)
@@ -67,27 +67,6 @@ def pop_bad_samples(targets: list[dict[str, Any]]) -> int:
             logger.warning("bad sample replaced (--bad_data skip): %s", reason)
             count += 1
     return count
-
-
-def float32_outputs(outputs: Any) -> Any:
-    """Model outputs with every floating tensor in float32 (nested dicts/lists kept): matching and losses of a
-    mixed-precision forward pass run in full precision."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float() if outputs.is_floating_point() else outputs
-    if isinstance(outputs, dict):
-        return {k: float32_outputs(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(float32_outputs(v) for v in outputs)
-    return outputs
-
-
-def forward_precision(device: torch.device, amp: str) -> Any:
-    """The context of the model's forward pass: bf16 autocast for --amp bf16, else nothing."""
-    if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if amp != "none":
-        raise ValueError(f"--amp {amp!r}: expected 'none' or 'bf16'")
-    return contextlib.nullcontext()
 
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
@@ -172,13 +151,14 @@ def _frames_masks_j_f(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Module], dataset: Any,
                                device: torch.device, clip_len: int = 0, max_items: int = 0,
                                caption_for: Optional[Callable[[dict], Optional[str]]] = None,
-                               chunks_per_batch: int = 1) -> dict[str, Any]:
+                               chunks_per_batch: int = 1, amp: str = "none") -> dict[str, Any]:
     """Score every (video, expression) of a split with ground truth: J, F and J&F averaged over expressions.
 
     The whole video is one clip unless ``clip_len`` > 0 (chunks bound memory, each picks its own query slot;
     ``chunks_per_batch`` of them run together, see util.inference.collect_video_outputs). ``caption_for`` may replace an item's caption (e.g. with another
     object's expression); items it maps to None are skipped. Each rank scores one contiguous chunk (whole
     videos stay together, nothing is scored twice) and every rank gets the gathered records in dataset order.
+    ``amp`` 'bf16' runs the model under bfloat16 autocast (--amp).
     """
     model.eval()
     count = min(len(dataset), max_items) if max_items > 0 else len(dataset)
@@ -192,7 +172,7 @@ def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Mo
         if caption is None:
             continue
         probs, _ = predict_expression(model, item["frames"], caption, item["size"], item["orig_size"], device,
-                                      clip_len, per_chunk_query=True, chunks_per_batch=chunks_per_batch)
+                                      clip_len, per_chunk_query=True, chunks_per_batch=chunks_per_batch, amp=amp)
         pred = (probs > postprocessors["video"].threshold).cpu().numpy().astype(np.uint8)
         j, f = _frames_masks_j_f(pred, (item["gt_masks"] > 0).astype(np.uint8))
         records.append({"video_id": item["video_id"], "exp_id": item["exp_id"], "j": j, "f": f})

@@ -93,7 +93,7 @@ def slot_probabilities(model: torch.nn.Module, data: dict, expressions: dict[str
     for obj_id, exp_id in entries:
         caption = inference_caption(expressions[exp_id]["exp"], args)
         probs, _ = predict_expression(model, data["frames"], caption, data["size"], data["orig_size"], device,
-                                      args.clip_len, args.query_selection == "chunk")
+                                      args.clip_len, args.query_selection == "chunk", amp=args.amp)
         yield obj_id, probs
 
 

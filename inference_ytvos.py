@@ -83,7 +83,7 @@ def process_items(worker: int, device: torch.device, indices: list[int], args: N
         item = dataset[index]
         caption = inference_caption(item["caption"], args)
         probs, _ = predict_expression(model, item["frames"], caption, item["size"], item["orig_size"], device,
-                                      clip_len, per_chunk)
+                                      clip_len, per_chunk, amp=args.amp)
         masks = (probs > args.threshold).cpu().numpy()
         names = item["frame_names"]
         write_folder_atomically(expression_folder(output_dir, item["video_id"], item["exp_id"]),

@@ -29,7 +29,8 @@ def _optimisation(p: argparse.ArgumentParser) -> None:
                         "from --lr to 0 over all --epochs (suits short runs, where an epoch is the whole budget)")
     g.add_argument("--amp", default="none", choices=["none", "bf16"],
                    help="ours: bf16: the model's forward pass under torch.autocast(bfloat16) (GPUs since Ampere, "
-                        "recent CPUs); matching, losses and the optimiser stay in float32; none: float32 (upstream)")
+                        "recent CPUs) in training, evaluation, inference scripts and the demo; matching, losses, "
+                        "the optimiser and post-processing stay in float32; none: float32 (upstream)")
     g.add_argument("--adamw_impl", default="auto", choices=["auto", "fused", "foreach"],
                    help="ours: AdamW kernel. fused: one kernel per step over all tensors (on CPU ~7x faster than "
                         "foreach for a ResNet-18, same update up to float rounding); auto: fused when every "

@@ -588,7 +588,7 @@ def evaluate_ytvos_format(root: Path, model: Any, postprocessors: dict, args: Na
     if dataset is None:
         return None
     return evaluate_video_expressions(model, postprocessors, dataset, device, max_items=args.max_eval_expressions,
-                                      **kwargs)
+                                      amp=getattr(args, "amp", "none"), **kwargs)
 
 
 @register_evaluator("ytvos")

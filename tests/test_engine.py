@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import datasets
-from engine import forward_precision, train_one_epoch
+from engine import train_one_epoch
 from main import build_optimizer, cosine_factor, main
 from models import build_model
 from models.registry import get_method
 from opts import parse_args
 from util.checkpoint import load_checkpoint
 from util.misc import collate_fn
+from util.precision import forward_precision
 
 
 def _synthetic_flags(tmp: Path, tiny_flags: list[str]) -> list[str]:
@@ -207,3 +208,18 @@ def test_batched_chunks_predict_what_one_chunk_at_a_time_predicts(tiny_flags: li
     assert torch.equal(one_queries, batched_queries)
     lengths = [[s.stop - s.start for s in g] for g in equal_length_groups(chunk_slices(7, 2), 2)]
     assert lengths == [[2, 2], [2], [1]]
+
+
+def test_bf16_inference_matches_float32(tiny_flags: list[str]) -> None:
+    """--amp bf16 at inference: float32 probabilities within bfloat16 rounding of the float32 run."""
+    from util.inference import predict_expression
+
+    model, _, _ = build_model(parse_args(tiny_flags))
+    model.eval()
+    torch.manual_seed(0)
+    frames = torch.randn(4, 3, 96, 96)
+    runs = {amp: predict_expression(model, frames, "a red circle", (96, 96), (80, 70), torch.device("cpu"), 2,
+                                    amp=amp)[0] for amp in ("none", "bf16")}
+    assert runs["bf16"].dtype == torch.float32 and runs["bf16"].shape == runs["none"].shape
+    difference = (runs["bf16"] - runs["none"]).abs()
+    assert 0 < float(difference.max()) < 0.1 and float(difference.mean()) < 0.01

@@ -28,6 +28,7 @@ from models import build_model
 from models.postprocessors import mask_logits_to_original, select_video_query
 from models.registry import get_method
 from util.checkpoint import load_checkpoint, load_model_weights, model_state_from_checkpoint
+from util.precision import forward_precision
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +142,14 @@ def equal_length_groups(spans: Sequence[slice], limit: int) -> list[list[slice]]
 
 @torch.no_grad()
 def forward_clips(model: nn.Module, clips: Sequence[Tensor], caption: str, size: Sequence[int],
-                  device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+                  device: torch.device, amp: str = "none") -> tuple[list[Tensor], list[Tensor]]:
     """Unpadded clips [T, 3, h, w] of one video (same T and size) as one batch, each still its own clip: per clip
-    class logits [T, Q, K] and mask logits [T, Q, h', w']."""
+    class logits [T, Q, K] and mask logits [T, Q, h', w'], in float32 (``amp`` 'bf16': computed under autocast)."""
     n = len(clips)
-    outputs = model([clip.to(device) for clip in clips], [caption] * n,
-                    [{"size": torch.as_tensor(size, device=device)}] * n)
-    return list(outputs["pred_logits"]), list(outputs["pred_masks"])
+    with forward_precision(device, amp):
+        outputs = model([clip.to(device) for clip in clips], [caption] * n,
+                        [{"size": torch.as_tensor(size, device=device)}] * n)
+    return list(outputs["pred_logits"].float()), list(outputs["pred_masks"].float())
 
 
 def frame_queries(logits: Tensor, chunks: Sequence[slice], per_chunk: bool) -> Tensor:
@@ -167,8 +169,8 @@ def pick_query_masks(masks: Tensor, queries: Tensor) -> Tensor:
 @torch.no_grad()
 def collect_video_outputs(model: nn.Module, load_chunk: Callable[[slice], Tensor], num_frames: int, caption: str,
                           size: Sequence[int], device: torch.device, clip_len: int,
-                          store: Optional[torch.device] = None,
-                          chunks_per_batch: int = 1) -> tuple[Tensor, Tensor, list[slice]]:
+                          store: Optional[torch.device] = None, chunks_per_batch: int = 1,
+                          amp: str = "none") -> tuple[Tensor, Tensor, list[slice]]:
     """Run every chunk of a video: (logits [T, Q, K], stride-4 mask logits [T, Q, h', w'], chunks).
 
     ``load_chunk(span)`` returns the transformed frames of a span; ``store`` is where outputs are kept
@@ -178,7 +180,8 @@ def collect_video_outputs(model: nn.Module, load_chunk: Callable[[slice], Tensor
     chunks = chunk_slices(num_frames, clip_len)
     logits, masks = [], []
     for group in equal_length_groups(chunks, chunks_per_batch):
-        group_logits, group_masks = forward_clips(model, [load_chunk(span) for span in group], caption, size, device)
+        group_logits, group_masks = forward_clips(model, [load_chunk(span) for span in group], caption, size, device,
+                                                  amp)
         logits += [x.to(store) if store is not None else x for x in group_logits]
         masks += [x.to(store) if store is not None else x for x in group_masks]
     return torch.cat(logits), torch.cat(masks), chunks
@@ -187,10 +190,11 @@ def collect_video_outputs(model: nn.Module, load_chunk: Callable[[slice], Tensor
 @torch.no_grad()
 def predict_expression(model: nn.Module, frames: Tensor, caption: str, size: Sequence[int],
                        orig_size: Sequence[int], device: torch.device, clip_len: int = 0,
-                       per_chunk_query: bool = False, chunks_per_batch: int = 1) -> tuple[Tensor, Tensor]:
+                       per_chunk_query: bool = False, chunks_per_batch: int = 1,
+                       amp: str = "none") -> tuple[Tensor, Tensor]:
     """Mask probabilities [T, H, W] of one expression over a whole video, and the query slot per frame [T]."""
     logits, masks, chunks = collect_video_outputs(model, lambda span: frames[span], frames.shape[0], caption, size,
-                                                  device, clip_len, chunks_per_batch=chunks_per_batch)
+                                                  device, clip_len, chunks_per_batch=chunks_per_batch, amp=amp)
     queries = frame_queries(logits, chunks, per_chunk_query)
     chosen = pick_query_masks(masks, queries)
     probs = torch.cat([mask_logits_to_original(chosen[span], size, orig_size) for span in chunks])
