@@ -145,7 +145,8 @@ def _run(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output_dir", default="output")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--seed", default=42, type=int)
-    g.add_argument("--resume", default="", help="checkpoint to resume from / evaluate")
+    g.add_argument("--resume", default="", help="checkpoint to resume from / evaluate: a path or an http(s) URL "
+                                                "(downloaded once into $TORCH_HOME/hub/checkpoints)")
     g.add_argument("--start_epoch", default=0, type=int)
     g.add_argument("--eval", action="store_true", help="evaluate only")
     g.add_argument("--num_workers", default=4, type=int)

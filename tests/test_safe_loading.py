@@ -117,3 +117,49 @@ def test_every_torch_load_in_the_project_is_weights_only() -> None:
             if not (isinstance(value, ast.Constant) and value.value is True):
                 offenders.append(f"{name}:{call.lineno}")
     assert not offenders, f"torch.load without weights_only=True: {offenders}"
+
+
+@pytest.fixture()
+def http_root(tmp_path: Path):
+    """A folder served on a loopback port: (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_checkpoint_url_is_downloaded_once_hash_checked_and_loaded_safely(tmp_path: Path, http_root,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    served, base = http_root
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    source = tmp_path / "ckpt.pth"
+    torch.save({"model": {"w": torch.ones(3)}, "args": argparse.Namespace(lr=1e-4)}, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    (served / f"good-{digest[:10]}.pth").write_bytes(source.read_bytes())
+    (served / "bad-0123456789.pth").write_bytes(source.read_bytes())
+    (served / "swin-b.pth").write_bytes(source.read_bytes())  # '-b' is part of the name, not a hash
+
+    ckpt = load_checkpoint(f"{base}/good-{digest[:10]}.pth")
+    assert torch.equal(ckpt["model"]["w"], torch.ones(3)) and ckpt["args"].lr == 1e-4
+    cached = tmp_path / "hub" / "checkpoints" / f"good-{digest[:10]}.pth"
+    assert cached.is_file()
+    (served / f"good-{digest[:10]}.pth").unlink()  # the second load needs no server copy
+    assert load_checkpoint(f"{base}/good-{digest[:10]}.pth")["args"].lr == 1e-4
+    assert load_checkpoint(f"{base}/swin-b.pth")["args"].lr == 1e-4
+
+    with pytest.raises(RuntimeError, match="invalid hash value"):
+        load_checkpoint(f"{base}/bad-0123456789.pth")
+    assert not (tmp_path / "hub" / "checkpoints" / "bad-0123456789.pth").exists()
+    with pytest.raises(FileNotFoundError, match="download failed"):
+        load_checkpoint(f"{base}/missing.pth")

@@ -51,13 +51,43 @@ def _refused_global(err: Exception) -> Optional[str]:
     return lines[0] if lines else "weights-only unpickling failed"
 
 
+def is_url(location: str | os.PathLike) -> bool:
+    return str(location).startswith(("http://", "https://"))
+
+
+def fetch_checkpoint(url: str) -> Path:
+    """The local copy of a checkpoint URL, downloaded once into torch's hub cache (``$TORCH_HOME/hub/checkpoints``).
+
+    As upstream's ``--resume https://...`` (torch.hub with check_hash): a file name of the form
+    ``name-<hex>.ext`` with at least 8 hex digits must have a SHA-256 starting with them (fewer digits, as in
+    ``swin-b.pth``, are a name, not a hash). The download goes to a temporary file first, so an interrupted one
+    leaves nothing behind.
+    """
+    name = Path(url.split("?", 1)[0]).name
+    if not name:
+        raise ValueError(f"checkpoint URL {url} does not end with a file name")
+    target = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(name)
+    hash_prefix = match.group(1) if match and len(match.group(1)) >= 8 else None
+    logger.info("downloading %s to %s", url, target)
+    try:
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix)
+    except OSError as err:
+        raise FileNotFoundError(f"checkpoint URL {url}: download failed ({err})") from err
+    return target
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """torch.load(weights_only=True) allowing argparse.Namespace and numpy arrays only.
+    """torch.load(weights_only=True) allowing argparse.Namespace and numpy arrays only; an http(s) URL is
+    downloaded first (fetch_checkpoint).
 
     Raises UnsafeCheckpointError when the pickle needs anything else (nothing of it runs) and
     CorruptCheckpointError when the file cannot be read as a checkpoint.
     """
-    path = Path(path)
+    path = fetch_checkpoint(str(path)) if is_url(path) else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

@@ -27,7 +27,7 @@ from datasets.ytvos import clean_caption
 from models import build_model
 from models.postprocessors import mask_logits_to_original, select_video_query
 from models.registry import get_method
-from util.checkpoint import load_checkpoint, load_model_weights, model_state_from_checkpoint
+from util.checkpoint import is_url, load_checkpoint, load_model_weights, model_state_from_checkpoint
 from util.precision import forward_precision
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def build_inference_model(args: Any, device: torch.device) -> nn.Module:
     """The model of --method with the --resume weights, on `device`, in eval mode."""
     if not getattr(args, "resume", ""):
         raise CheckpointMismatchError("inference needs a trained model: pass --resume CHECKPOINT")
-    if not Path(args.resume).is_file():
+    if not is_url(args.resume) and not Path(args.resume).is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
     model, _, _ = build_model(args)
     load_inference_weights(model, args)
