@@ -143,7 +143,8 @@ def check_expressions(expressions: Optional[list[str]]) -> list[str]:
 
 @torch.no_grad()
 def predict_all(model: nn.Module, source: Any, captions: list[str], transform: Any, clip_len: int,
-                device: torch.device, amp: str = "none") -> tuple[list[Tensor], list[Tensor], list[slice], tuple[int, int], tuple[int, int]]:
+                device: torch.device, amp: str = "none"
+                ) -> tuple[list[Tensor], list[Tensor], list[slice], tuple[int, int], tuple[int, int]]:
     """First pass: class and stride-4 mask logits of every expression over all chunks (kept on the CPU)."""
     logits: list[list[Tensor]] = [[] for _ in captions]
     masks: list[list[Tensor]] = [[] for _ in captions]

@@ -15,8 +15,8 @@ from tqdm import tqdm
 from datasets.samplers import BAD_SAMPLES_KEY, EvalDistributedSampler
 from util.dist import all_gather_object, all_reduce_sum, is_main_process, reduce_dict
 from util.inference import predict_expression
-from util.precision import float32_outputs, forward_precision
 from util.misc import targets_to
+from util.precision import float32_outputs, forward_precision
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +155,10 @@ def evaluate_video_expressions(model: nn.Module, postprocessors: dict[str, nn.Mo
     """Score every (video, expression) of a split with ground truth: J, F and J&F averaged over expressions.
 
     The whole video is one clip unless ``clip_len`` > 0 (chunks bound memory, each picks its own query slot;
-    ``chunks_per_batch`` of them run together, see util.inference.collect_video_outputs). ``caption_for`` may replace an item's caption (e.g. with another
-    object's expression); items it maps to None are skipped. Each rank scores one contiguous chunk (whole
-    videos stay together, nothing is scored twice) and every rank gets the gathered records in dataset order.
+    ``chunks_per_batch`` of them run together, see util.inference.collect_video_outputs). ``caption_for`` may
+    replace an item's caption (e.g. with another object's expression); items it maps to None are skipped. Each
+    rank scores one contiguous chunk (whole videos stay together, nothing is scored twice) and every rank gets
+    the gathered records in dataset order.
     ``amp`` 'bf16' runs the model under bfloat16 autocast (--amp).
     """
     model.eval()

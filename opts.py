@@ -107,8 +107,9 @@ def _loss(p: argparse.ArgumentParser) -> None:
 
 def _data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset_file", default="ytvos", help="ytvos, davis, a2d, jhmdb, refcoco, refcoco+, refcocog, all (the three RefCOCO sets), "
-                        "synthetic (registered in datasets/)")
+    g.add_argument("--dataset_file", default="ytvos",
+                   help="ytvos, davis, a2d, jhmdb, refcoco, refcoco+, refcocog, all (the three RefCOCO sets), joint "
+                        "(RefCOCO pseudo-clips + ytvos), synthetic (registered in datasets/)")
     g.add_argument("--coco_path", type=str, default="data/coco")
     g.add_argument("--ytvos_path", type=str, default="data/ref-youtube-vos")
     g.add_argument("--davis_path", type=str, default="data/ref-davis")
