@@ -50,13 +50,18 @@ YTVOS_CATEGORIES: dict[str, int] = {name: i for i, name in enumerate(YTVOS_CATEG
 MAX_RESAMPLE_ATTEMPTS = 100
 
 
-def first_visible_sample(load: Callable[[int], tuple[Tensor, dict[str, Any]]], idx: int, size: int,
-                         what: str) -> tuple[Tensor, dict[str, Any]]:
-    """load(idx), or load of random other indices while augmentation left the referred object invisible."""
+def first_visible_sample(load: Callable[[int], tuple[Tensor, dict[str, Any]]], idx: int, size: int, what: str,
+                         on_invisible: Optional[Callable[[int], None]] = None) -> tuple[Tensor, dict[str, Any]]:
+    """load(idx), or load of random other indices while augmentation left the referred object invisible.
+
+    ``on_invisible(idx)`` runs before each redraw (e.g. to tell a data error from bad luck).
+    """
     for _ in range(MAX_RESAMPLE_ATTEMPTS):
         frames, target = load(idx)
         if bool(target["valid"].any()):
             return frames, target
+        if on_invisible is not None:
+            on_invisible(idx)
         idx = random.randint(0, size - 1)
     raise RuntimeError(f"{what}: no sample with a visible referred object after {MAX_RESAMPLE_ATTEMPTS} draws")
 
@@ -373,14 +378,7 @@ class YTVOSDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
-        for _ in range(MAX_RESAMPLE_ATTEMPTS):
-            imgs, target = self.load_clip(idx)
-            if bool(target["valid"].any()):
-                return imgs, target
-            self.check_object_occurs(idx)
-            idx = random.randint(0, len(self) - 1)
-        raise RuntimeError(f"{self.ann_file}: no clip with a visible referred object after "
-                           f"{MAX_RESAMPLE_ATTEMPTS} draws; are the annotations empty?")
+        return first_visible_sample(self.load_clip, idx, len(self), str(self.ann_file), self.check_object_occurs)
 
     def _frame_paths(self, video: str, name: str) -> tuple[Path, Path]:
         return (self.img_folder / "JPEGImages" / video / f"{name}.jpg",
