@@ -318,8 +318,7 @@ class ReferFormer(nn.Module):
         if "valid_indices" in targets[0]:
             keep = torch.cat([t["valid_indices"].to(features[0].tensors.device) + i * num_frames
                               for i, t in enumerate(targets)])
-            features = [NestedTensor(f.tensors.index_select(0, keep), f.mask.index_select(0, keep)) for f in features]
-            pos = [p.index_select(0, keep) for p in pos]
+            features, pos = select_frames(features, pos, keep)
             num_frames = 1
         text = self.encode_text(captions, features[0].tensors.device)
         srcs, masks, poses, query_text = self.build_levels(features, pos, text, num_frames)
@@ -358,8 +357,14 @@ def share_clip_features(features: list[NestedTensor], pos: list[Tensor], targets
     device = features[0].tensors.device
     clips = torch.as_tensor([int(t["clip_index"]) for t in targets], device=device)
     frames = (clips[:, None] * num_frames + torch.arange(num_frames, device=device)).flatten()
-    shared = [NestedTensor(f.tensors.index_select(0, frames), f.mask.index_select(0, frames)) for f in features]
-    return shared, [p.index_select(0, frames) for p in pos]
+    return select_frames(features, pos, frames)
+
+
+def select_frames(features: list[NestedTensor], pos: list[Tensor], frames: Tensor) -> tuple[list[NestedTensor],
+                                                                                           list[Tensor]]:
+    """The rows ``frames`` (indices into the flattened frames) of every level, its mask and its position code."""
+    return ([NestedTensor(f.tensors.index_select(0, frames), f.mask.index_select(0, frames)) for f in features],
+            [p.index_select(0, frames) for p in pos])
 
 
 def clip_tokens(maps: Tensor, num_frames: int) -> Tensor:
