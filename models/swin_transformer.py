@@ -54,10 +54,6 @@ def is_swin(name: str) -> bool:
     return name in SWIN_CONFIGS
 
 
-def is_video_swin(name: str) -> bool:
-    return name.startswith("video_swin")
-
-
 def relative_position_index(window: Sequence[int]) -> Tensor:
     """[N, N] index into the bias table for every token pair of a window (N = prod(window)).
 
@@ -221,10 +217,10 @@ class SwinStage(nn.Module):
     """Blocks of one resolution, alternating plain and shifted windows; optional patch merging at the end."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, window: Sequence[int], drop_paths: Sequence[float],
-                 downsample: bool, use_checkpoint: bool, clip_windows: bool):
+                 downsample: bool, use_checkpoint: bool):
         super().__init__()
         self.window = tuple(window)
-        self.clip_windows = clip_windows
+        self.clip_windows = len(self.window) == 3  # Video-Swin shrinks windows to short axes; 2D Swin pads
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList([SwinBlock(dim, num_heads, window, shifted=i % 2 == 1, drop_path=drop_paths[i])
                                      for i in range(depth)])
@@ -278,7 +274,7 @@ class SwinTransformer(nn.Module):
         last = len(config.depths) - 1
         self.layers = nn.ModuleList([
             SwinStage(config.embed_dim * 2 ** i, depth, heads, config.window, rates[start:start + depth],
-                      downsample=not self.video and i < last, use_checkpoint=use_checkpoint, clip_windows=self.video)
+                      downsample=not self.video and i < last, use_checkpoint=use_checkpoint)
             for i, (depth, heads, start) in enumerate(zip(config.depths, config.num_heads, starts))])
         self.num_channels = [config.embed_dim * 2 ** i for i in range(len(config.depths))]
         if self.video:

@@ -39,7 +39,7 @@ def _torchvision_blocks(stage: SwinStage, window: list[int], shift: list[int], v
 @pytest.mark.parametrize("size", [(14, 21), (10, 17)])
 def test_swin_stage_equals_torchvision(size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    stage = SwinStage(32, 2, 4, (7, 7), [0.0, 0.0], downsample=False, use_checkpoint=False, clip_windows=False).eval()
+    stage = SwinStage(32, 2, 4, (7, 7), [0.0, 0.0], downsample=False, use_checkpoint=False).eval()
     for block in stage.blocks:
         torch.nn.init.normal_(block.attn.relative_position_bias_table)
     x = torch.randn(2, *size, 32)
@@ -54,7 +54,7 @@ def test_swin_stage_equals_torchvision(size: tuple[int, int]) -> None:
 def test_video_swin_stage_equals_torchvision(frames: int) -> None:
     """4 frames: the temporal window shrinks to 4 without shift; 10 frames: window 8, shift 4, padding to 16."""
     torch.manual_seed(0)
-    stage = SwinStage(32, 2, 4, (8, 7, 7), [0.0, 0.0], downsample=False, use_checkpoint=False, clip_windows=True).eval()
+    stage = SwinStage(32, 2, 4, (8, 7, 7), [0.0, 0.0], downsample=False, use_checkpoint=False).eval()
     for block in stage.blocks:
         torch.nn.init.normal_(block.attn.relative_position_bias_table)
     x = torch.randn(1, frames, 14, 9, 32)
