@@ -32,7 +32,7 @@ from datasets import register_dataset, register_evaluator
 from datasets.a2d_eval import IOU_EPS, PRECISION_THRESHOLDS, _coco, _eval_loader, coco_ap, referring_metrics
 from datasets.image_to_clip import ClipAugmentation, image_to_clip
 from datasets.transforms_video import make_video_transforms
-from datasets.ytvos import (build_ytvos_split, clean_caption, evaluate_ytvos, first_visible_sample, mask_box_xyxy,
+from datasets.ytvos import (build_ytvos_split, clean_caption, evaluate_ytvos, first_visible_sample, object_rows,
                             transforms_from_args)
 from models.postprocessors import A2DSentencesPostProcess
 from util.box_ops import box_cxcywh_to_xyxy
@@ -129,6 +129,23 @@ class RefExpDataset(Dataset):
     def label(self, ann: dict[str, Any]) -> int:
         return 0 if self.binary else int(ann["category_id"])
 
+    def transformed(self, images: list[Image.Image], rows: dict[str, Tensor],
+                    image_entry: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """The transforms applied to the frames and a target of per-frame ``rows`` (labels, boxes, masks, valid)
+        plus the sentence's caption, sizes and id."""
+        width, height = images[0].size
+        target = {
+            "frames_idx": torch.arange(len(images)),
+            **rows,
+            "caption": clean_caption(image_entry["caption"]),
+            "orig_size": torch.tensor([height, width], dtype=torch.long),
+            "size": torch.tensor([height, width], dtype=torch.long),
+            "image_id": image_entry["id"],
+        }
+        frames, target = self.transforms(images, target)
+        target["valid"] = target["valid"].long()
+        return frames, target
+
     def load_sample(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
         image, mask, image_entry, ann = self.read(idx)
         height, width = mask.shape
@@ -136,20 +153,10 @@ class RefExpDataset(Dataset):
         box = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32)
         box[:, 0::2].clamp_(0, width)
         box[:, 1::2].clamp_(0, height)
-        target = {
-            "frames_idx": torch.zeros(1, dtype=torch.long),
-            "labels": torch.tensor([self.label(ann)], dtype=torch.long),
-            "boxes": box,
-            "masks": torch.from_numpy(mask.astype(np.float32))[None],
-            "valid": torch.tensor([int(w > 0 and h > 0)], dtype=torch.long),
-            "caption": clean_caption(image_entry["caption"]),
-            "orig_size": torch.tensor([height, width], dtype=torch.long),
-            "size": torch.tensor([height, width], dtype=torch.long),
-            "image_id": image_entry["id"],
-        }
-        frames, target = self.transforms([image], target)
-        target["valid"] = target["valid"].long()
-        return frames, target
+        rows = {"labels": torch.tensor([self.label(ann)], dtype=torch.long), "boxes": box,
+                "masks": torch.from_numpy(mask.astype(np.float32))[None],
+                "valid": torch.tensor([int(w > 0 and h > 0)], dtype=torch.long)}
+        return self.transformed([image], rows, image_entry)
 
     def __getitem__(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
         if not self.train:
@@ -170,22 +177,8 @@ class RefExpClipDataset(RefExpDataset):
     def load_sample(self, idx: int) -> tuple[Tensor, dict[str, Any]]:
         image, mask, image_entry, ann = self.read(idx)
         frames, masks = image_to_clip(np.asarray(image), mask, self.num_frames, self.augmentation)
-        boxes = [mask_box_xyxy(m) for m in masks]
-        height, width = mask.shape
-        target = {
-            "frames_idx": torch.arange(self.num_frames),
-            "labels": torch.full((self.num_frames,), self.label(ann), dtype=torch.long),
-            "boxes": torch.tensor([box or (0, 0, 0, 0) for box in boxes], dtype=torch.float32),
-            "masks": torch.from_numpy(np.stack(masks).astype(np.float32)),
-            "valid": torch.tensor([box is not None for box in boxes], dtype=torch.long),
-            "caption": clean_caption(image_entry["caption"]),
-            "orig_size": torch.tensor([height, width], dtype=torch.long),
-            "size": torch.tensor([height, width], dtype=torch.long),
-            "image_id": image_entry["id"],
-        }
-        clip, target = self.transforms([Image.fromarray(f) for f in frames], target)
-        target["valid"] = target["valid"].long()
-        return clip, target
+        rows = object_rows([m.astype(np.uint8) for m in masks], 1, self.label(ann))  # masks as label maps
+        return self.transformed([Image.fromarray(f) for f in frames], rows, image_entry)
 
 
 def refexp_transforms(image_set: str, args: Namespace) -> Callable:
@@ -201,13 +194,17 @@ def split_name(image_set: str) -> str:
     return "val" if image_set in ("val", "valid") else image_set
 
 
-def build_refexp(name: str, image_set: str, args: Namespace) -> RefExpDataset:
+def coco_root(args: Namespace) -> Path:
     root = Path(args.coco_path)
     if not root.is_dir():
         raise FileNotFoundError(f"RefCOCO root {root} does not exist (--coco_path)")
+    return root
+
+
+def build_refexp(name: str, image_set: str, args: Namespace) -> RefExpDataset:
     train = image_set == "train"
-    return RefExpDataset(root, name, split_name(image_set), refexp_transforms("train" if train else "val", args),
-                         binary=args.binary, train=train)
+    return RefExpDataset(coco_root(args), name, split_name(image_set),
+                         refexp_transforms("train" if train else "val", args), binary=args.binary, train=train)
 
 
 def _register(name: str) -> None:
@@ -238,11 +235,8 @@ def build_joint(image_set: str, args: Namespace) -> Dataset:
     if not args.binary:
         raise ValueError("--dataset_file joint needs --binary: RefCOCO and Ref-YouTube-VOS categories differ "
                          "(the release's main_joint.py forces it)")
-    coco = Path(args.coco_path)
-    if not coco.is_dir():
-        raise FileNotFoundError(f"RefCOCO root {coco} does not exist (--coco_path)")
-    clips = [RefExpClipDataset(coco, name, transforms_from_args("train", args), args.binary, args.num_frames)
-             for name in REFEXP_NAMES]
+    clips = [RefExpClipDataset(coco_root(args), name, transforms_from_args("train", args), args.binary,
+                               args.num_frames) for name in REFEXP_NAMES]
     return ConcatDataset([*clips, build_ytvos_split(root, "train", args)])
 
 
