@@ -40,15 +40,14 @@ sys.path.insert(0, str(ROOT))
 from tools.quickstart import CLIPS_PER_STEP, quickstart_flags  # noqa: E402
 
 OLD_OPTIONS = ["--adamw_impl", "default", "--head_dropout", "0.1"]
+QUICKSTART = ["--adamw_impl", "fused", "--head_dropout", "0", "--frozen_text_eval"]
 CASES: list[tuple[str, int, list[str]]] = [
     ("2 DDP procs x 1 thread, session-1 options", 2, OLD_OPTIONS),
     ("1 proc x 2 threads, session-1 options", 1, OLD_OPTIONS),
     ("  + fused AdamW", 1, ["--adamw_impl", "fused", "--head_dropout", "0.1"]),
     ("  + --head_dropout 0", 1, ["--adamw_impl", "fused", "--head_dropout", "0"]),
-    ("  + --frozen_text_eval (quickstart now)", 1, ["--adamw_impl", "fused", "--head_dropout", "0",
-                                                    "--frozen_text_eval"]),
+    ("  + --frozen_text_eval (quickstart now)", 1, QUICKSTART),
 ]
-QUICKSTART = ["--adamw_impl", "fused", "--head_dropout", "0", "--frozen_text_eval"]
 CASES += [(f"  + --expressions_per_clip {k}", 1, QUICKSTART + ["--expressions_per_clip", str(k)]) for k in (2, 3)]
 CASES += [("  + --amp bf16 (K = 1)", 1, QUICKSTART + ["--amp", "bf16"])]
 
