@@ -167,8 +167,7 @@ class SwinBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window: Sequence[int], shifted: bool, drop_path: float):
         super().__init__()
-        self.window = tuple(window)
-        self.shift = tuple(w // 2 for w in window) if shifted else (0,) * len(window)
+        self.shifted = shifted  # the stage decides the shift (Video-Swin drops it on shrunk axes)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window, num_heads)
         self.drop_path = DropPath(drop_path)
@@ -235,7 +234,7 @@ class SwinStage(nn.Module):
         padded = [math.ceil(s / w) * w for s, w in zip(sizes, window)]
         mask = shifted_window_mask(padded, window, shift, x.device) if any(shift) else None
         for block in self.blocks:
-            block_shift = shift if any(block.shift) else (0,) * len(window)
+            block_shift = shift if block.shifted else (0,) * len(window)
             if self.use_checkpoint and x.requires_grad:
                 x = activation_checkpoint.checkpoint(block, x, window, block_shift, mask, use_reentrant=False)
             else:
